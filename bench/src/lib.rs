@@ -1,0 +1,1 @@
+//! Benchmark programs live in `bench/src/bin/`; this library holds shared helpers.

@@ -1,0 +1,1 @@
+//! Rheon data plane.

@@ -1,0 +1,1 @@
+//! Rheon state: key groups and keyed state.
