@@ -1,1 +1,26 @@
-//! Rheon engine.
+//! Rheon: a shared-nothing, thread-per-core dataflow engine modelled on Apache
+//! Flink's runtime.
+//!
+//! A job is Rust code: build it with [`StreamEnv`] and [`DataStream`], run it
+//! with [`StreamEnv::execute`]. See `docs/ARCHITECTURE.md` for the code map.
+
+pub mod api;
+pub mod cluster;
+pub mod config;
+pub mod coordinator;
+pub mod error;
+pub mod graph;
+pub mod runtime;
+
+pub use api::env::StreamEnv;
+pub use api::functions::{
+    KeyedProcessFunction, OneInputOperator, OperatorContext, SourceFunction, SourcePoll,
+    ValueStateRef,
+};
+pub use api::stream::{CollectHandle, DataStream, DataStreamSink, KeyedStream};
+pub use config::EngineConfig;
+pub use coordinator::messages::{JobOutcome, VertexMetrics};
+pub use error::{JobError, TaskError, TaskLocation};
+pub use graph::stream_graph::Data;
+pub use rheon_net::codec::Codec;
+pub use runtime::collector::{Collector, Emitter};

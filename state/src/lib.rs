@@ -1,1 +1,17 @@
-//! Rheon state: key groups and keyed state.
+//! Rheon state: how keys map to key groups and subtasks, and where a subtask keeps its
+//! keyed state. This crate knows nothing of sockets, executors or operators; the engine
+//! routes each record to the subtask that owns its key group and then reads and writes
+//! that subtask's [`KeyedStateBackend`].
+//!
+//! - [`key_group`]: key -> key group -> subtask, exactly as Flink assigns them, plus
+//!   parallelism checks and defaults.
+//! - [`keyed`]: per-key-group hash maps and the registry of named states of one subtask.
+//! - [`error`]: the typed errors of this crate.
+
+pub mod error;
+pub mod key_group;
+pub mod keyed;
+
+pub use error::StateError;
+pub use key_group::KeyGroupRange;
+pub use keyed::{KeyGroupedMap, KeyedStateBackend, ValueState};

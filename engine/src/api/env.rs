@@ -1,0 +1,151 @@
+//! `StreamEnv`: where a job starts. It records sources and, through the
+//! `DataStream`s it hands out, every operator; `execute` turns the recording
+//! into a job graph and runs it on an embedded cluster.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::functions::{OperatorContext, SourceFunction};
+use crate::api::stream::DataStream;
+use crate::cluster::EmbeddedCluster;
+use crate::config::EngineConfig;
+use crate::coordinator::messages::JobOutcome;
+use crate::error::{JobError, TaskLocation};
+use crate::graph::job_graph::JobGraph;
+use crate::graph::stream_graph::{type_ops, Data, NodeBody, StreamGraph};
+use crate::runtime::sources::{source_driver, CollectionSource, GeneratorSource, TextFileSource};
+
+pub struct StreamEnv {
+    pub(crate) graph: Rc<RefCell<StreamGraph>>,
+    config: EngineConfig,
+}
+
+impl Default for StreamEnv {
+    fn default() -> Self {
+        StreamEnv::new(EngineConfig::default())
+    }
+}
+
+impl StreamEnv {
+    pub fn new(config: EngineConfig) -> Self {
+        StreamEnv {
+            graph: Rc::new(RefCell::new(StreamGraph::default())),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn config_mut(&mut self) -> &mut EngineConfig {
+        &mut self.config
+    }
+
+    /// A source from a factory that makes one `SourceFunction` per subtask.
+    pub fn add_source<T, S, F>(&self, name: &str, factory: F) -> DataStream<T>
+    where
+        T: Data,
+        S: SourceFunction<T>,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        let body = NodeBody::Source(Arc::new(
+            move |_ctx: &OperatorContext, location: TaskLocation, out| {
+                source_driver::<T, S>(factory(), out, location)
+            },
+        ));
+        let id = self
+            .graph
+            .borrow_mut()
+            .add_node(name.to_string(), body, type_ops::<T>());
+        DataStream::new(self.graph.clone(), id)
+    }
+
+    /// The elements of a collection, in order at parallelism 1 (the default
+    /// here); at parallelism n subtask i emits elements i, i+n, ...
+    pub fn from_collection<T: Data + Sync>(&self, items: Vec<T>) -> DataStream<T> {
+        let items = Arc::new(items);
+        self.add_source("Collection source", move || CollectionSource {
+            items: items.clone(),
+            next: 0,
+            step: 1,
+        })
+        .set_parallelism(1)
+    }
+
+    /// `count` records `f(0)..f(count-1)`, produced in parallel: subtask i of n
+    /// makes the numbers congruent to i mod n. Deterministic for any parallelism.
+    pub fn generate<T, F>(&self, count: u64, f: F) -> DataStream<T>
+    where
+        T: Data,
+        F: Fn(u64) -> T + Clone + Send + Sync + 'static,
+    {
+        self.generate_inner(count, None, f)
+    }
+
+    /// Like `generate`, at most `records_per_second` in total.
+    pub fn generate_with_rate<T, F>(
+        &self,
+        count: u64,
+        records_per_second: f64,
+        f: F,
+    ) -> DataStream<T>
+    where
+        T: Data,
+        F: Fn(u64) -> T + Clone + Send + Sync + 'static,
+    {
+        self.generate_inner(count, Some(records_per_second), f)
+    }
+
+    fn generate_inner<T, F>(&self, count: u64, rate: Option<f64>, f: F) -> DataStream<T>
+    where
+        T: Data,
+        F: Fn(u64) -> T + Clone + Send + Sync + 'static,
+    {
+        self.add_source("Generator", move || GeneratorSource {
+            f: f.clone(),
+            count,
+            next: 0,
+            step: 1,
+            rate_per_second: rate,
+            interval: Duration::ZERO,
+            start: None,
+            emitted: 0,
+        })
+    }
+
+    /// The lines of a UTF-8 text file, split by byte ranges across the
+    /// source's subtasks. A missing file or a line that is not UTF-8 fails the
+    /// job with an error naming the file (and the line).
+    pub fn read_text_file(&self, path: impl Into<PathBuf>) -> DataStream<String> {
+        let path: PathBuf = path.into();
+        let name = format!("Read text file {}", path.display());
+        self.add_source(&name, move || TextFileSource::new(path.clone()))
+    }
+
+    /// The job graph this environment would run: chaining decisions and
+    /// resolved parallelism, for inspection.
+    pub fn job_graph(&self, name: &str) -> Result<JobGraph, JobError> {
+        JobGraph::build(name, self.graph.borrow().clone(), &self.config)
+    }
+
+    /// Runs the job on an embedded cluster of `config.executors` pinned
+    /// executors and waits for it to end.
+    pub fn execute(&self, name: &str) -> Result<JobOutcome, JobError> {
+        let graph = self.job_graph(name)?;
+        let slots_needed = graph.slots_needed();
+        let executors = self.config.executors.max(1) as u32;
+        let slots = self
+            .config
+            .slots_per_executor
+            .unwrap_or(slots_needed.div_ceil(executors))
+            .max(1);
+        let cluster = EmbeddedCluster::start(&self.config, slots)?;
+        let outcome = cluster.run_job(graph);
+        cluster.shutdown();
+        outcome
+    }
+}

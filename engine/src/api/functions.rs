@@ -1,0 +1,113 @@
+//! The traits a user implements beyond plain closures: sources, one-input
+//! operators, keyed process functions; and what the engine hands them.
+
+use std::time::Instant;
+
+use rheon_state::key_group::KeyGroupRange;
+
+use crate::runtime::collector::Emitter;
+
+/// What an operator instance knows about where it runs.
+#[derive(Clone, Debug)]
+pub struct OperatorContext {
+    /// Name of the operator.
+    pub name: String,
+    /// This subtask's index, from 0.
+    pub subtask: u32,
+    /// Number of parallel subtasks of this operator.
+    pub parallelism: u32,
+    /// Number of key groups of the job.
+    pub max_parallelism: u32,
+    /// Key groups this subtask owns (keyed operators).
+    pub key_group_range: KeyGroupRange,
+    /// Index of the executor the subtask runs on.
+    pub executor: usize,
+}
+
+/// What a source returns when polled.
+pub enum SourcePoll<T> {
+    /// The next record.
+    Record(T),
+    /// Nothing before this instant (a rate-limited or idle source).
+    Wait(Instant),
+    /// The source is exhausted.
+    End,
+}
+
+/// A parallel source: one instance per subtask, made by the factory given to
+/// `StreamEnv::add_source`. Errors are messages naming the input and position.
+pub trait SourceFunction<T>: 'static {
+    fn open(&mut self, _ctx: &OperatorContext) -> Result<(), String> {
+        Ok(())
+    }
+    fn poll_next(&mut self) -> Result<SourcePoll<T>, String>;
+}
+
+/// A user-written one-input operator (`DataStream::transform`), cloned into
+/// every subtask. `finish` runs at the end of a bounded input.
+pub trait OneInputOperator<I, O>: Clone + Send + Sync + 'static {
+    fn process(&mut self, record: I, out: &mut Emitter<'_, O>);
+    fn finish(&mut self, _out: &mut Emitter<'_, O>) {}
+}
+
+/// A keyed process function with one value state per key, cloned into every
+/// subtask (`KeyedStream::process`).
+pub trait KeyedProcessFunction<K, I, O>: Clone + Send + Sync + 'static {
+    /// The per-key value state.
+    type State: 'static;
+    fn process_element(
+        &mut self,
+        key: &K,
+        record: I,
+        state: &mut ValueStateRef<'_, Self::State>,
+        out: &mut Emitter<'_, O>,
+    );
+}
+
+/// The current key's value state inside `process_element`.
+pub struct ValueStateRef<'a, S> {
+    current: Option<&'a mut S>,
+    new_value: Option<S>,
+    cleared: bool,
+}
+
+impl<'a, S> ValueStateRef<'a, S> {
+    pub(crate) fn new(current: Option<&'a mut S>) -> Self {
+        ValueStateRef {
+            current,
+            new_value: None,
+            cleared: false,
+        }
+    }
+    pub(crate) fn exists(&self) -> bool {
+        self.current.is_some()
+    }
+    pub(crate) fn into_changes(self) -> (bool, Option<S>) {
+        (self.cleared, self.new_value)
+    }
+
+    /// The value for the current key, if any.
+    pub fn value(&self) -> Option<&S> {
+        if self.cleared {
+            return self.new_value.as_ref();
+        }
+        match &self.current {
+            Some(v) => Some(&**v),
+            None => self.new_value.as_ref(),
+        }
+    }
+
+    /// Sets the value for the current key.
+    pub fn update(&mut self, value: S) {
+        match (&mut self.current, self.cleared) {
+            (Some(slot), false) => **slot = value,
+            _ => self.new_value = Some(value),
+        }
+    }
+
+    /// Removes the value of the current key.
+    pub fn clear(&mut self) {
+        self.cleared = true;
+        self.new_value = None;
+    }
+}

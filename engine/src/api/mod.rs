@@ -1,0 +1,9 @@
+//! The DataStream API: how a user builds a job (`StreamEnv`, `DataStream`,
+//! `KeyedStream`) and the traits for user functions.
+//!
+//! API Boundary: this module, `config` and `error` are what users and embedding
+//! systems program against; `graph`, `runtime` and `coordinator` are internal.
+
+pub mod env;
+pub mod functions;
+pub mod stream;

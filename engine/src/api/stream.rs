@@ -1,0 +1,475 @@
+//! `DataStream<T>` and `KeyedStream<K, T>`: the typed handles through which a
+//! job is written. Each method records an operator node in the stream graph;
+//! nothing runs until `StreamEnv::execute`.
+
+use std::cell::RefCell;
+use std::fmt::{Debug, Display};
+use std::fs::File;
+use std::hash::Hash;
+use std::io::BufWriter;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use rheon_state::key_group::key_hash;
+use rheon_state::keyed::KeyGroupedMap;
+
+use crate::api::functions::{KeyedProcessFunction, OneInputOperator, OperatorContext};
+use crate::error::{TaskError, TaskLocation, TaskResult};
+use crate::graph::stream_graph::{
+    downcast_collector, type_ops, Data, KeyHashFn, NodeBody, NodeId, OperatorFactory, Partitioning,
+    StreamEdge, StreamGraph,
+};
+use crate::runtime::collector::{BoxCollector, Collector, Emitter};
+use crate::runtime::operators::{
+    CollectSink, DiscardSink, Filter, FlatMap, KeyedProcess, KeyedReduce, KeyedSum, LineSink, Map,
+    Transform, TryMap,
+};
+
+/// A stream of `T` records: the output of one operator, or the union of several.
+pub struct DataStream<T> {
+    graph: Rc<RefCell<StreamGraph>>,
+    /// Nodes whose output this stream is (more than one after `union`).
+    nodes: Vec<NodeId>,
+    partitioning: Partitioning,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for DataStream<T> {
+    fn clone(&self) -> Self {
+        DataStream {
+            graph: self.graph.clone(),
+            nodes: self.nodes.clone(),
+            partitioning: self.partitioning.clone(),
+            _type: PhantomData,
+        }
+    }
+}
+
+/// Wraps an operator constructor as a type-erased factory.
+fn operator_factory<I, O, C, M>(make: M) -> OperatorFactory
+where
+    I: 'static,
+    O: 'static,
+    C: Collector<I> + 'static,
+    M: Fn(&OperatorContext, TaskLocation, BoxCollector<O>) -> TaskResult<C> + Send + Sync + 'static,
+{
+    Arc::new(move |ctx, location, out| {
+        let collector: BoxCollector<I> =
+            Box::new(make(ctx, location, downcast_collector::<O>(out))?);
+        Ok(Box::new(collector))
+    })
+}
+
+impl<T: Data> DataStream<T> {
+    pub(crate) fn new(graph: Rc<RefCell<StreamGraph>>, node: NodeId) -> Self {
+        DataStream {
+            graph,
+            nodes: vec![node],
+            partitioning: Partitioning::Default,
+            _type: PhantomData,
+        }
+    }
+
+    /// Adds an operator consuming this stream.
+    fn add_operator<O: Data>(&self, name: &str, factory: OperatorFactory) -> DataStream<O> {
+        let mut graph = self.graph.borrow_mut();
+        let id = graph.add_node(
+            name.to_string(),
+            NodeBody::Operator(factory),
+            type_ops::<O>(),
+        );
+        for &source in &self.nodes {
+            graph.edges.push(StreamEdge {
+                source,
+                target: id,
+                partitioning: self.partitioning.clone(),
+            });
+        }
+        drop(graph);
+        DataStream::new(self.graph.clone(), id)
+    }
+
+    fn single_node(&self, what: &str) -> NodeId {
+        assert!(
+            self.nodes.len() == 1,
+            "{what} applies to an operator, not to a union of streams"
+        );
+        self.nodes[0]
+    }
+
+    /// Sets the parallelism of the operator that produces this stream.
+    pub fn set_parallelism(self, parallelism: u32) -> Self {
+        let node = self.single_node("set_parallelism");
+        self.graph.borrow_mut().nodes[node].parallelism = Some(parallelism);
+        self
+    }
+
+    /// Names the operator that produces this stream (errors and metrics use it).
+    pub fn name(self, name: &str) -> Self {
+        let node = self.single_node("name");
+        self.graph.borrow_mut().nodes[node].name = name.to_string();
+        self
+    }
+
+    /// Keeps the operator that produces this stream out of any chain.
+    pub fn disable_chaining(self) -> Self {
+        let node = self.single_node("disable_chaining");
+        self.graph.borrow_mut().nodes[node].chaining = false;
+        self
+    }
+
+    fn with_partitioning(mut self, partitioning: Partitioning) -> Self {
+        self.partitioning = partitioning;
+        self
+    }
+
+    /// Each subtask sends to the consumer subtask of the same index (needs equal
+    /// parallelism; chains when possible).
+    pub fn forward(self) -> Self {
+        self.with_partitioning(Partitioning::Forward)
+    }
+    /// Round-robin over all consumer subtasks.
+    pub fn rebalance(self) -> Self {
+        self.with_partitioning(Partitioning::Rebalance)
+    }
+    /// Round-robin over a local subset of consumers (pointwise).
+    pub fn rescale(self) -> Self {
+        self.with_partitioning(Partitioning::Rescale)
+    }
+    /// Every record to every consumer subtask.
+    pub fn broadcast(self) -> Self {
+        self.with_partitioning(Partitioning::Broadcast)
+    }
+
+    /// The records of both streams (which keep their own partitioning).
+    pub fn union(mut self, other: DataStream<T>) -> Self {
+        assert!(
+            Rc::ptr_eq(&self.graph, &other.graph),
+            "union of streams from different environments"
+        );
+        self.nodes.extend(other.nodes);
+        self
+    }
+
+    pub fn map<O: Data, F>(&self, f: F) -> DataStream<O>
+    where
+        F: Fn(T) -> O + Clone + Send + Sync + 'static,
+    {
+        self.add_operator(
+            "Map",
+            operator_factory::<T, O, _, _>(move |_, location, out| {
+                Ok(Map {
+                    f: f.clone(),
+                    out,
+                    location,
+                })
+            }),
+        )
+    }
+
+    /// A map whose function may fail; an `Err` fails the job naming the operator.
+    pub fn try_map<O: Data, E: Display, F>(&self, f: F) -> DataStream<O>
+    where
+        F: Fn(T) -> Result<O, E> + Clone + Send + Sync + 'static,
+    {
+        self.add_operator(
+            "Map",
+            operator_factory::<T, O, _, _>(move |_, location, out| {
+                Ok(TryMap {
+                    f: f.clone(),
+                    out,
+                    location,
+                })
+            }),
+        )
+    }
+
+    pub fn filter<F>(&self, f: F) -> DataStream<T>
+    where
+        F: Fn(&T) -> bool + Clone + Send + Sync + 'static,
+    {
+        self.add_operator(
+            "Filter",
+            operator_factory::<T, T, _, _>(move |_, location, out| {
+                Ok(Filter {
+                    f: f.clone(),
+                    out,
+                    location,
+                })
+            }),
+        )
+    }
+
+    pub fn flat_map<O: Data, I, F>(&self, f: F) -> DataStream<O>
+    where
+        I: IntoIterator<Item = O>,
+        F: Fn(T) -> I + Clone + Send + Sync + 'static,
+    {
+        self.add_operator(
+            "FlatMap",
+            operator_factory::<T, O, _, _>(move |_, location, out| {
+                Ok(FlatMap {
+                    f: f.clone(),
+                    out,
+                    location,
+                })
+            }),
+        )
+    }
+
+    /// A user-written operator, cloned into every subtask.
+    pub fn transform<O: Data, Op: OneInputOperator<T, O>>(
+        &self,
+        name: &str,
+        op: Op,
+    ) -> DataStream<O> {
+        self.add_operator(
+            name,
+            operator_factory::<T, O, _, _>(move |_, location, out| {
+                Ok(Transform {
+                    op: op.clone(),
+                    out,
+                    location,
+                })
+            }),
+        )
+    }
+
+    /// Partitions by key: records with equal keys go to the same subtask (by
+    /// key group), where keyed state is kept per key.
+    pub fn key_by<K, KF>(&self, key_fn: KF) -> KeyedStream<K, T>
+    where
+        K: Hash + Eq + Clone + Send + 'static,
+        KF: Fn(&T) -> K + Clone + Send + Sync + 'static,
+    {
+        let hash_fn = key_fn.clone();
+        let hash: KeyHashFn<T> = Arc::new(move |record: &T| key_hash(&hash_fn(record)));
+        KeyedStream {
+            stream: self
+                .clone()
+                .with_partitioning(Partitioning::Hash(Arc::new(hash))),
+            key_fn: Arc::new(key_fn),
+            _key: PhantomData,
+        }
+    }
+
+    fn add_sink(&self, name: &str, factory: OperatorFactory) -> DataStreamSink {
+        let stream: DataStream<()> = self.add_operator(name, factory);
+        DataStreamSink { stream }
+    }
+
+    /// Collects every record for the caller; read the handle after `execute`.
+    pub fn collect(&self) -> CollectHandle<T> {
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let shared = results.clone();
+        self.add_sink(
+            "Collect sink",
+            operator_factory::<T, (), _, _>(move |_, _, _| {
+                Ok(CollectSink {
+                    local: Vec::new(),
+                    results: shared.clone(),
+                })
+            }),
+        );
+        CollectHandle { results }
+    }
+
+    /// Drops every record (benchmarks).
+    pub fn discard(&self) -> DataStreamSink {
+        self.add_sink(
+            "Discard sink",
+            operator_factory::<T, (), _, _>(|_, _, _| Ok(DiscardSink { records: 0 })),
+        )
+    }
+
+    /// Prints every record to stdout with `Debug`, prefixed by the subtask
+    /// number when parallel (as Flink's print sink does).
+    pub fn print(&self) -> DataStreamSink
+    where
+        T: Debug,
+    {
+        self.add_sink(
+            "Print sink",
+            operator_factory::<T, (), _, _>(|ctx, location, _| {
+                Ok(LineSink {
+                    format: |record: &T, line: &mut String| {
+                        use std::fmt::Write;
+                        let _ = write!(line, "{record:?}");
+                    },
+                    writer: BufWriter::new(std::io::stdout()),
+                    prefix: if ctx.parallelism > 1 {
+                        format!("{}> ", ctx.subtask + 1)
+                    } else {
+                        String::new()
+                    },
+                    line: String::new(),
+                    target: "stdout".into(),
+                    location,
+                })
+            }),
+        )
+    }
+
+    /// Writes one line per record, formatted by `format`. At parallelism 1 the
+    /// output is the file `path`; otherwise `path` is a directory holding one
+    /// `part-N` file per subtask.
+    pub fn write_text_file<F>(&self, path: impl Into<PathBuf>, format: F) -> DataStreamSink
+    where
+        F: Fn(&T, &mut String) + Clone + Send + Sync + 'static,
+    {
+        let path: PathBuf = path.into();
+        let name = format!("Text file sink {}", path.display());
+        self.add_sink(
+            &name,
+            operator_factory::<T, (), _, _>(move |ctx, location, _| {
+                let target = if ctx.parallelism == 1 {
+                    path.clone()
+                } else {
+                    path.join(format!("part-{}", ctx.subtask))
+                };
+                let error = |e: std::io::Error| {
+                    Box::new(TaskError::Sink {
+                        location: location.clone(),
+                        message: format!("cannot create output file '{}': {e}", target.display()),
+                    })
+                };
+                if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(error)?;
+                }
+                let file = File::create(&target).map_err(error)?;
+                Ok(LineSink {
+                    format: format.clone(),
+                    writer: BufWriter::with_capacity(1 << 20, file),
+                    prefix: String::new(),
+                    line: String::new(),
+                    target: format!("'{}'", target.display()),
+                    location: location.clone(),
+                })
+            }),
+        )
+    }
+}
+
+/// The handle of a sink, to name it or set its parallelism.
+pub struct DataStreamSink {
+    stream: DataStream<()>,
+}
+
+impl DataStreamSink {
+    pub fn name(self, name: &str) -> Self {
+        DataStreamSink {
+            stream: self.stream.name(name),
+        }
+    }
+    pub fn set_parallelism(self, parallelism: u32) -> Self {
+        DataStreamSink {
+            stream: self.stream.set_parallelism(parallelism),
+        }
+    }
+    pub fn disable_chaining(self) -> Self {
+        DataStreamSink {
+            stream: self.stream.disable_chaining(),
+        }
+    }
+}
+
+/// The records a collect sink gathered, available once the job has ended.
+pub struct CollectHandle<T> {
+    results: Arc<Mutex<Vec<T>>>,
+}
+
+impl<T> CollectHandle<T> {
+    /// Takes the records collected so far (all of them after `execute`).
+    pub fn take(&self) -> Vec<T> {
+        std::mem::take(&mut *self.results.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// A stream partitioned by key.
+pub struct KeyedStream<K, T> {
+    stream: DataStream<T>,
+    key_fn: Arc<dyn Fn(&T) -> K + Send + Sync>,
+    _key: PhantomData<fn() -> K>,
+}
+
+impl<K, T> KeyedStream<K, T>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    T: Data,
+{
+    /// Rolling reduce: per key, emits the combination of every record so far.
+    pub fn reduce<F>(&self, f: F) -> DataStream<T>
+    where
+        F: Fn(T, T) -> T + Clone + Send + Sync + 'static,
+    {
+        let key_fn = self.key_fn.clone();
+        self.stream.add_operator(
+            "Keyed reduce",
+            operator_factory::<T, T, _, _>(move |ctx, location, out| {
+                let key_fn = key_fn.clone();
+                Ok(KeyedReduce {
+                    key_fn: move |t: &T| key_fn(t),
+                    f: f.clone(),
+                    state: KeyGroupedMap::new(ctx.key_group_range, ctx.max_parallelism),
+                    max_parallelism: ctx.max_parallelism,
+                    out,
+                    location,
+                })
+            }),
+        )
+    }
+
+    /// Rolling sum of `value(record)` per key: emits `(key, sum so far)`.
+    pub fn sum<N, VF>(&self, value: VF) -> DataStream<(K, N)>
+    where
+        N: Copy + std::ops::Add<Output = N> + Send + 'static,
+        (K, N): Data,
+        VF: Fn(&T) -> N + Clone + Send + Sync + 'static,
+    {
+        let key_fn = self.key_fn.clone();
+        self.stream.add_operator(
+            "Keyed sum",
+            operator_factory::<T, (K, N), _, _>(move |ctx, location, out| {
+                let key_fn = key_fn.clone();
+                Ok(KeyedSum {
+                    key_fn: move |t: &T| key_fn(t),
+                    value_fn: value.clone(),
+                    state: KeyGroupedMap::new(ctx.key_group_range, ctx.max_parallelism),
+                    max_parallelism: ctx.max_parallelism,
+                    out,
+                    location,
+                })
+            }),
+        )
+    }
+
+    /// A keyed process function with per-key value state.
+    pub fn process<O: Data, P: KeyedProcessFunction<K, T, O>>(&self, function: P) -> DataStream<O> {
+        let key_fn = self.key_fn.clone();
+        self.stream.add_operator(
+            "Keyed process",
+            operator_factory::<T, O, _, _>(move |ctx, location, out| {
+                let key_fn = key_fn.clone();
+                Ok(KeyedProcess {
+                    key_fn: move |t: &T| key_fn(t),
+                    function: function.clone(),
+                    state: KeyGroupedMap::new(ctx.key_group_range, ctx.max_parallelism),
+                    max_parallelism: ctx.max_parallelism,
+                    out,
+                    location,
+                    _types: PhantomData,
+                })
+            }),
+        )
+    }
+
+    /// The underlying stream, partitioned by key (for a custom operator).
+    pub fn into_stream(self) -> DataStream<T> {
+        self.stream
+    }
+}
+
+/// Used by `Emitter` users that need the type in signatures.
+pub type Output<'a, T> = Emitter<'a, T>;

@@ -1,0 +1,103 @@
+//! The embedded cluster: a coordinator thread and one pinned glommio executor
+//! per configured core, in one process, talking over in-process mailboxes.
+//! `StreamEnv::execute` starts one, submits the job and stops it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use glommio::{LocalExecutorBuilder, Placement};
+use rheon_net::channel::ConnectionManager;
+
+use crate::config::{available_cores, EngineConfig};
+use crate::coordinator::messages::{mailbox, CoordinatorMsg, JobOutcome, Mailbox};
+use crate::coordinator::Coordinator;
+use crate::error::JobError;
+use crate::graph::job_graph::JobGraph;
+use crate::runtime::executor::{executor_main, ExecutorSetup};
+
+static NEXT_JOB_ID: AtomicU64 = AtomicU64::new(1);
+
+pub struct EmbeddedCluster {
+    coordinator: Mailbox<CoordinatorMsg>,
+    coordinator_thread: Option<std::thread::JoinHandle<()>>,
+    executors: Vec<glommio::ExecutorJoinHandle<()>>,
+}
+
+impl EmbeddedCluster {
+    /// Starts the coordinator and `config.executors` executors with
+    /// `slots_per_executor` slots each.
+    pub fn start(config: &EngineConfig, slots_per_executor: u32) -> Result<Self, JobError> {
+        let config = Arc::new(config.clone());
+        let (coordinator, inbox) = mailbox();
+        let expected = config.executors;
+        let coordinator_thread = std::thread::Builder::new()
+            .name("rheon-coordinator".into())
+            .spawn(move || Coordinator::new(expected).run(inbox))
+            .map_err(|e| JobError::Startup(format!("cannot start the coordinator thread: {e}")))?;
+        let connections = ConnectionManager::new(config.channel.clone());
+        let cores = available_cores();
+        let mut executors = Vec::with_capacity(config.executors);
+        for id in 0..config.executors {
+            let placement = if config.pin_executors {
+                Placement::Fixed(id % cores)
+            } else {
+                Placement::Unbound
+            };
+            let setup = ExecutorSetup {
+                id,
+                slots: slots_per_executor,
+                config: config.clone(),
+                connections: connections.clone(),
+                coordinator: coordinator.clone(),
+            };
+            let handle = LocalExecutorBuilder::new(placement)
+                .name(&format!("rheon-exec-{id}"))
+                .spawn(move || executor_main(setup))
+                .map_err(|e| JobError::Startup(format!("cannot start executor {id}: {e}")))?;
+            executors.push(handle);
+        }
+        Ok(EmbeddedCluster {
+            coordinator,
+            coordinator_thread: Some(coordinator_thread),
+            executors,
+        })
+    }
+
+    /// Submits a job and blocks until it finished or failed.
+    pub fn run_job(&self, graph: JobGraph) -> Result<JobOutcome, JobError> {
+        let job = NEXT_JOB_ID.fetch_add(1, Ordering::Relaxed);
+        let name = graph.name.clone();
+        let (reply, outcome) = mailbox();
+        self.coordinator.send(CoordinatorMsg::SubmitJob {
+            job,
+            graph: Arc::new(graph),
+            reply,
+        });
+        outcome.recv_blocking().unwrap_or_else(|_| {
+            Err(JobError::Startup(format!(
+                "the coordinator stopped before job '{name}' ended"
+            )))
+        })
+    }
+
+    /// Stops executors and coordinator and waits for their threads.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.coordinator.send(CoordinatorMsg::Shutdown);
+        for handle in self.executors.drain(..) {
+            let _ = handle.join();
+        }
+        if let Some(t) = self.coordinator_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for EmbeddedCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,84 @@
+//! Engine configuration: executors, slots, memory segments, channels, timeouts.
+
+use std::time::Duration;
+
+pub use rheon_net::channel::ChannelConfig;
+
+/// How the embedded engine runs a job. `Default` suits a benchmark or a
+/// production pipeline on one machine: one executor per core.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Number of executors (threads), each pinned to a core. May exceed the
+    /// number of cores; executor i is pinned to core `i % cores`.
+    pub executors: usize,
+    /// Whether executors are pinned to cores (`Placement::Fixed`).
+    pub pin_executors: bool,
+    /// Slots per executor; `None` gives each executor just enough slots for the
+    /// job (Flink's MiniCluster does the same).
+    pub slots_per_executor: Option<u32>,
+    /// Size of one memory segment (network buffer).
+    pub segment_size_bytes: usize,
+    /// Segments preallocated per executor; channels reserve from these.
+    pub segments_per_executor: usize,
+    /// A partially filled buffer is sent at the latest this long after its
+    /// first record. Zero flushes whenever a task runs out of input.
+    pub buffer_timeout: Duration,
+    /// Credits per channel and per gate.
+    pub channel: ChannelConfig,
+    /// Parallelism of operators that do not set their own; `None` = executors.
+    pub default_parallelism: Option<u32>,
+    /// Max parallelism (number of key groups); `None` = Flink's default for the
+    /// job's largest parallelism.
+    pub max_parallelism: Option<u32>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            executors: available_cores(),
+            pin_executors: true,
+            slots_per_executor: None,
+            segment_size_bytes: rheon_net::segment::SEGMENT_SIZE_BYTES_DEFAULT,
+            segments_per_executor: SEGMENTS_PER_EXECUTOR_DEFAULT,
+            buffer_timeout: Duration::from_millis(1),
+            channel: ChannelConfig::default(),
+            default_parallelism: None,
+            max_parallelism: None,
+        }
+    }
+}
+
+/// 64 MiB of 32 KiB segments per executor. Pages are touched only when used.
+pub const SEGMENTS_PER_EXECUTOR_DEFAULT: usize = 2048;
+
+/// Cores this process may run on.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+impl EngineConfig {
+    pub fn with_executors(mut self, executors: usize) -> Self {
+        self.executors = executors.max(1);
+        self
+    }
+    pub fn with_buffer_timeout(mut self, timeout: Duration) -> Self {
+        self.buffer_timeout = timeout;
+        self
+    }
+    pub fn with_parallelism(mut self, parallelism: u32) -> Self {
+        self.default_parallelism = Some(parallelism);
+        self
+    }
+    pub fn with_segments_per_executor(mut self, segments: usize) -> Self {
+        self.segments_per_executor = segments;
+        self
+    }
+
+    pub fn parallelism(&self) -> u32 {
+        self.default_parallelism
+            .unwrap_or(self.executors as u32)
+            .max(1)
+    }
+}

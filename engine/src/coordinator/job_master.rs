@@ -1,0 +1,195 @@
+//! The job master of one job: gathers the slots offered for it (its slot pool),
+//! deploys every subtask into a slot, follows task states, and on the first
+//! failure cancels the rest and reports that failure.
+//!
+//! Pure state: every method returns the messages to send; nothing here does
+//! I/O. Invariant: the job's outcome is sent exactly once, when every deployed
+//! subtask has reached a terminal state.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::coordinator::messages::{
+    ExecutorId, ExecutorMsg, JobId, JobOutcome, Mailbox, SlotIndex, TaskState, VertexMetrics,
+};
+use crate::error::{JobError, TaskError};
+use crate::graph::execution_graph::{all_subtasks, SubtaskId};
+use crate::graph::job_graph::JobGraph;
+use crate::runtime::task::TaskMetrics;
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    WaitingForSlots,
+    Running,
+    Failing,
+    Done,
+}
+
+/// A message the coordinator's edge must send.
+pub(crate) enum Command {
+    ToExecutor(ExecutorId, ExecutorMsg),
+    Finished(Result<JobOutcome, JobError>),
+}
+
+pub(crate) struct JobMaster {
+    job: JobId,
+    graph: Arc<JobGraph>,
+    pub(crate) reply: Mailbox<Result<JobOutcome, JobError>>,
+    slots_needed: u32,
+    /// The slot pool: offered slots, as (slot index, executor).
+    offers: Vec<(SlotIndex, ExecutorId)>,
+    /// Where each subtask runs and whether it is done.
+    tasks: BTreeMap<SubtaskId, (ExecutorId, Option<TaskMetrics>, bool)>,
+    failure: Option<Box<TaskError>>,
+    phase: Phase,
+    started: Instant,
+}
+
+impl JobMaster {
+    pub(crate) fn new(
+        job: JobId,
+        graph: Arc<JobGraph>,
+        reply: Mailbox<Result<JobOutcome, JobError>>,
+    ) -> Self {
+        let slots_needed = graph.slots_needed();
+        JobMaster {
+            job,
+            graph,
+            reply,
+            slots_needed,
+            offers: Vec::new(),
+            tasks: BTreeMap::new(),
+            failure: None,
+            phase: Phase::WaitingForSlots,
+            started: Instant::now(),
+        }
+    }
+
+    pub(crate) fn slots_needed(&self) -> u32 {
+        self.slots_needed
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// A slot was offered. Once all are here, deploys subtask i of every vertex
+    /// into slot i (slot sharing), slots ordered so consecutive subtasks land on
+    /// different executors.
+    pub(crate) fn on_slot_offer(&mut self, executor: ExecutorId, slot: SlotIndex) -> Vec<Command> {
+        self.offers.push((slot, executor));
+        if self.phase != Phase::WaitingForSlots || self.offers.len() < self.slots_needed as usize {
+            return Vec::new();
+        }
+        self.offers.sort();
+        self.phase = Phase::Running;
+        self.started = Instant::now();
+        let mut commands = Vec::new();
+        for subtask in all_subtasks(&self.graph) {
+            let (slot, executor) = self.offers[subtask.index as usize];
+            self.tasks.insert(subtask, (executor, None, false));
+            commands.push(Command::ToExecutor(
+                executor,
+                ExecutorMsg::DeployTask {
+                    job: self.job,
+                    graph: self.graph.clone(),
+                    subtask,
+                    slot,
+                },
+            ));
+        }
+        commands
+    }
+
+    pub(crate) fn on_task_state(&mut self, subtask: SubtaskId, state: TaskState) -> Vec<Command> {
+        let Some(entry) = self.tasks.get_mut(&subtask) else {
+            return Vec::new();
+        };
+        if entry.2 || !state.is_terminal() {
+            return Vec::new();
+        }
+        entry.2 = true;
+        let mut commands = Vec::new();
+        match state {
+            TaskState::Finished(metrics) => entry.1 = Some(metrics),
+            TaskState::Failed(error) => {
+                if self.failure.is_none() {
+                    self.failure = Some(error);
+                    self.phase = Phase::Failing;
+                    for (&other, &(executor, _, done)) in &self.tasks {
+                        if !done {
+                            commands.push(Command::ToExecutor(
+                                executor,
+                                ExecutorMsg::CancelTask {
+                                    job: self.job,
+                                    subtask: other,
+                                },
+                            ));
+                        }
+                    }
+                }
+            }
+            TaskState::Canceled | TaskState::Running => {}
+        }
+        if self.tasks.values().all(|t| t.2) {
+            commands.extend(self.finish());
+        }
+        commands
+    }
+
+    fn finish(&mut self) -> Vec<Command> {
+        self.phase = Phase::Done;
+        let mut executors: Vec<ExecutorId> = self.offers.iter().map(|o| o.1).collect();
+        executors.sort();
+        executors.dedup();
+        let mut commands: Vec<Command> = executors
+            .into_iter()
+            .map(|e| Command::ToExecutor(e, ExecutorMsg::FreeSlots { job: self.job }))
+            .collect();
+        let outcome = match self.failure.take() {
+            Some(source) => Err(JobError::TaskFailed {
+                job: self.graph.name.clone(),
+                source,
+            }),
+            None => Ok(JobOutcome {
+                elapsed: self.started.elapsed(),
+                vertices: self.vertex_metrics(),
+            }),
+        };
+        commands.push(Command::Finished(outcome));
+        commands
+    }
+
+    fn vertex_metrics(&self) -> Vec<VertexMetrics> {
+        self.graph
+            .vertices
+            .iter()
+            .map(|v| {
+                let mut m = VertexMetrics {
+                    name: v.name.clone(),
+                    parallelism: v.parallelism,
+                    records_in: 0,
+                    records_out: 0,
+                    bytes_out: 0,
+                };
+                for (_, (_, metrics, _)) in self.tasks.range(
+                    SubtaskId {
+                        vertex: v.id,
+                        index: 0,
+                    }..=SubtaskId {
+                        vertex: v.id,
+                        index: u32::MAX,
+                    },
+                ) {
+                    if let Some(t) = metrics {
+                        m.records_in += t.records_in;
+                        m.records_out += t.records_out;
+                        m.bytes_out += t.bytes_out;
+                    }
+                }
+                m
+            })
+            .collect()
+    }
+}

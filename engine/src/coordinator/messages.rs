@@ -1,0 +1,134 @@
+//! The control-plane protocol between the coordinator (dispatcher, resource
+//! manager, job master) and the task executors. Everything they tell each other
+//! goes through these messages; the embedded engine carries them over
+//! in-process mailboxes, a cluster will carry the same messages over TCP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{JobError, TaskError};
+use crate::graph::execution_graph::SubtaskId;
+use crate::graph::job_graph::JobGraph;
+use crate::runtime::task::TaskMetrics;
+
+pub type ExecutorId = usize;
+pub type JobId = u64;
+/// A slot's index within its executor.
+pub type SlotIndex = u32;
+
+/// An in-process address: where to send messages for a component.
+#[derive(Debug)]
+pub struct Mailbox<T>(pub(crate) async_channel::Sender<T>);
+
+impl<T> Clone for Mailbox<T> {
+    fn clone(&self) -> Self {
+        Mailbox(self.0.clone())
+    }
+}
+
+impl<T> Mailbox<T> {
+    /// Sends without waiting (mailboxes are unbounded: control messages are
+    /// few). A closed mailbox means the peer is gone; the caller learns it
+    /// from the missing answer, as over a network.
+    pub fn send(&self, message: T) {
+        let _ = self.0.try_send(message);
+    }
+}
+
+pub fn mailbox<T>() -> (Mailbox<T>, async_channel::Receiver<T>) {
+    let (tx, rx) = async_channel::unbounded();
+    (Mailbox(tx), rx)
+}
+
+/// Lifecycle of a subtask as the executor reports it.
+#[derive(Debug)]
+pub enum TaskState {
+    Running,
+    Finished(TaskMetrics),
+    Failed(Box<TaskError>),
+    Canceled,
+}
+
+impl TaskState {
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self, TaskState::Running)
+    }
+}
+
+/// Messages to the coordinator.
+pub enum CoordinatorMsg {
+    /// A task executor announces itself and its slots.
+    RegisterTaskExecutor {
+        executor: ExecutorId,
+        slots: u32,
+        mailbox: Mailbox<ExecutorMsg>,
+    },
+    /// The executor's view of its slots (free count), sent after registration
+    /// and whenever slots are freed.
+    SlotReport {
+        executor: ExecutorId,
+        free_slots: u32,
+    },
+    /// The executor allocated the slot for the job and offers it to the job master.
+    SlotOffer {
+        executor: ExecutorId,
+        job: JobId,
+        slot: SlotIndex,
+    },
+    TaskStateChanged {
+        executor: ExecutorId,
+        job: JobId,
+        subtask: SubtaskId,
+        state: TaskState,
+    },
+    /// A client submits a job; the outcome is sent to `reply`.
+    SubmitJob {
+        job: JobId,
+        graph: Arc<JobGraph>,
+        reply: Mailbox<Result<JobOutcome, JobError>>,
+    },
+    Shutdown,
+}
+
+/// Messages to a task executor.
+pub enum ExecutorMsg {
+    /// Allocate one of your free slots to the job and offer it to its job master.
+    RequestSlot {
+        job: JobId,
+    },
+    /// Run a subtask in the given (previously offered) slot.
+    DeployTask {
+        job: JobId,
+        graph: Arc<JobGraph>,
+        subtask: SubtaskId,
+        slot: SlotIndex,
+    },
+    /// Cancel a running subtask; answered with `TaskStateChanged(Canceled)`
+    /// unless the task already reached another terminal state.
+    CancelTask {
+        job: JobId,
+        subtask: SubtaskId,
+    },
+    /// The job is over: free its slots.
+    FreeSlots {
+        job: JobId,
+    },
+    Shutdown,
+}
+
+/// What a finished job reports.
+#[derive(Clone, Debug)]
+pub struct JobOutcome {
+    pub elapsed: Duration,
+    /// Per vertex: name, parallelism and the sum of its subtasks' counters.
+    pub vertices: Vec<VertexMetrics>,
+}
+
+#[derive(Clone, Debug)]
+pub struct VertexMetrics {
+    pub name: String,
+    pub parallelism: u32,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub bytes_out: u64,
+}

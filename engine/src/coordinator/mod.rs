@@ -1,0 +1,142 @@
+//! The coordinator: dispatcher, resource manager (with slot manager) and job
+//! masters, driven only by `messages`. `Coordinator::handle` is a pure state
+//! transition returning the messages to send; `run` is the edge that receives
+//! from the mailbox and sends.
+//!
+//! Architecture Invariant: the coordinator never touches executor state; it
+//! learns everything from registration, slot offers and task state messages.
+
+pub mod job_master;
+pub mod messages;
+pub mod resource_manager;
+
+use std::collections::HashMap;
+
+use crate::coordinator::job_master::{Command, JobMaster};
+use crate::coordinator::messages::{CoordinatorMsg, ExecutorMsg, JobId};
+use crate::coordinator::resource_manager::ResourceManager;
+use crate::error::JobError;
+
+pub(crate) struct Coordinator {
+    resources: ResourceManager,
+    jobs: HashMap<JobId, JobMaster>,
+    /// Submissions wait until this many executors have registered.
+    expected_executors: usize,
+    waiting: Vec<CoordinatorMsg>,
+}
+
+impl Coordinator {
+    pub(crate) fn new(expected_executors: usize) -> Self {
+        Coordinator {
+            resources: ResourceManager::default(),
+            jobs: HashMap::new(),
+            expected_executors,
+            waiting: Vec::new(),
+        }
+    }
+
+    /// Handles one message; false once told to shut down.
+    pub(crate) fn handle(&mut self, message: CoordinatorMsg) -> bool {
+        match message {
+            CoordinatorMsg::RegisterTaskExecutor {
+                executor,
+                slots,
+                mailbox,
+            } => {
+                self.resources.register(executor, slots, mailbox);
+                if self.resources.registered() >= self.expected_executors {
+                    for m in std::mem::take(&mut self.waiting) {
+                        self.handle(m);
+                    }
+                }
+            }
+            CoordinatorMsg::SlotReport {
+                executor,
+                free_slots,
+            } => self.resources.report(executor, free_slots),
+            CoordinatorMsg::SlotOffer {
+                executor,
+                job,
+                slot,
+            } => {
+                if let Some(master) = self.jobs.get_mut(&job) {
+                    let commands = master.on_slot_offer(executor, slot);
+                    self.execute(job, commands);
+                }
+            }
+            CoordinatorMsg::TaskStateChanged {
+                job,
+                subtask,
+                state,
+                ..
+            } => {
+                if let Some(master) = self.jobs.get_mut(&job) {
+                    let commands = master.on_task_state(subtask, state);
+                    self.execute(job, commands);
+                }
+            }
+            submit @ CoordinatorMsg::SubmitJob { .. }
+                if self.resources.registered() < self.expected_executors =>
+            {
+                self.waiting.push(submit);
+            }
+            CoordinatorMsg::SubmitJob { job, graph, reply } => {
+                let master = JobMaster::new(job, graph.clone(), reply.clone());
+                let needed = master.slots_needed();
+                match self.resources.allocate(needed) {
+                    None => reply.send(Err(JobError::Resources {
+                        job: graph.name.clone(),
+                        message: format!(
+                            "it needs {needed} slots (its largest parallelism) but only {} are free; lower the parallelism or give executors more slots",
+                            self.resources.free_slots()
+                        ),
+                    })),
+                    Some(executors) => {
+                        self.jobs.insert(job, master);
+                        for executor in executors {
+                            if let Some(mb) = self.resources.mailbox(executor) {
+                                mb.send(ExecutorMsg::RequestSlot { job });
+                            }
+                        }
+                    }
+                }
+            }
+            CoordinatorMsg::Shutdown => {
+                for e in self.resources.executors.iter().flatten() {
+                    e.mailbox.send(ExecutorMsg::Shutdown);
+                }
+                return false;
+            }
+        }
+        true
+    }
+
+    fn execute(&mut self, job: JobId, commands: Vec<Command>) {
+        for command in commands {
+            match command {
+                Command::ToExecutor(executor, message) => {
+                    if let Some(mb) = self.resources.mailbox(executor) {
+                        mb.send(message);
+                    }
+                }
+                Command::Finished(outcome) => {
+                    if let Some(master) = self.jobs.get(&job) {
+                        master.reply.send(outcome);
+                    }
+                }
+            }
+        }
+        if self.jobs.get(&job).is_some_and(|m| m.is_done()) {
+            self.jobs.remove(&job);
+        }
+    }
+
+    /// The edge: handles messages until shut down or every sender is gone.
+    pub(crate) fn run(mut self, inbox: async_channel::Receiver<CoordinatorMsg>) {
+        while let Ok(message) = inbox.recv_blocking() {
+            if !self.handle(message) {
+                break;
+            }
+        }
+    }
+}

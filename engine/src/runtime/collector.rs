@@ -1,0 +1,98 @@
+//! Collectors: how chained operators call each other directly.
+//!
+//! An operator chain is a tree of `Box<dyn Collector<T>>`: each operator owns the
+//! collector of its output and pushes records into it, so chained operators cost
+//! one virtual call per record and no serialization. The leaves are network
+//! writers (`runtime::writer`) or sinks.
+//!
+//! Invariant: `finish` is called once, after the last `collect`, and an operator
+//! forwards it downstream after emitting whatever it held back.
+
+use crate::error::{TaskError, TaskLocation, TaskResult};
+
+/// Receives the records of one operator's output.
+pub trait Collector<T> {
+    fn collect(&mut self, record: T) -> TaskResult;
+    /// End of input: emit anything held back, then finish downstream.
+    fn finish(&mut self) -> TaskResult;
+}
+
+pub type BoxCollector<T> = Box<dyn Collector<T>>;
+
+/// Sends every record to several collectors (an operator with more than one
+/// consumer). The last consumer receives the original, the others clones.
+pub(crate) struct FanOut<T> {
+    pub(crate) outputs: Vec<BoxCollector<T>>,
+}
+
+impl<T: Clone> Collector<T> for FanOut<T> {
+    #[inline]
+    fn collect(&mut self, record: T) -> TaskResult {
+        let (last, rest) = self.outputs.split_last_mut().expect("fan-out has outputs");
+        for out in rest {
+            out.collect(record.clone())?;
+        }
+        last.collect(record)
+    }
+    fn finish(&mut self) -> TaskResult {
+        for out in &mut self.outputs {
+            out.finish()?;
+        }
+        Ok(())
+    }
+}
+
+/// The output of a sink: nothing downstream.
+pub(crate) struct NoOutput;
+
+impl<T> Collector<T> for NoOutput {
+    #[inline]
+    fn collect(&mut self, _record: T) -> TaskResult {
+        Ok(())
+    }
+    fn finish(&mut self) -> TaskResult {
+        Ok(())
+    }
+}
+
+/// What a user function emits into: infallible for the user; the first
+/// downstream error is kept and returned by the operator after the call.
+pub struct Emitter<'a, T> {
+    out: &'a mut dyn Collector<T>,
+    error: Option<Box<TaskError>>,
+}
+
+impl<'a, T> Emitter<'a, T> {
+    pub(crate) fn new(out: &'a mut dyn Collector<T>) -> Self {
+        Emitter { out, error: None }
+    }
+
+    /// Emits one record downstream. After a downstream failure further records
+    /// are dropped; the failure fails the task.
+    #[inline]
+    pub fn emit(&mut self, record: T) {
+        if self.error.is_none() {
+            if let Err(e) = self.out.collect(record) {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    pub(crate) fn into_result(self) -> TaskResult {
+        match self.error {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+/// Runs a user function, turning a panic into a task error naming the operator.
+#[inline]
+pub(crate) fn guarded<R>(location: &TaskLocation, f: impl FnOnce() -> R) -> TaskResult<R> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        Box::new(TaskError::UserFunction {
+            location: location.clone(),
+            message: crate::error::panic_message(payload.as_ref()),
+        })
+    })
+}

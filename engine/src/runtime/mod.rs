@@ -1,0 +1,10 @@
+//! The task runtime: executors, subtasks, operator chains, record writers and
+//! readers, sources and built-in operators.
+
+pub mod collector;
+pub(crate) mod executor;
+pub(crate) mod input;
+pub(crate) mod operators;
+pub(crate) mod sources;
+pub mod task;
+pub(crate) mod writer;

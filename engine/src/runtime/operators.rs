@@ -1,0 +1,324 @@
+//! Built-in operators: the stateless transformations, the keyed aggregations and
+//! keyed process functions, and the sinks. Each is a `Collector` of its input
+//! that owns the collector of its output (see `runtime::collector`).
+//!
+//! Invariant: user functions run inside `guarded`, so a panic becomes a task
+//! error naming the operator and subtask; keyed operators touch state only in
+//! the key group of the current record, which must be in the subtask's range.
+
+use std::fmt::Display;
+use std::hash::Hash;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use rheon_state::key_group::assign_to_key_group;
+use rheon_state::keyed::KeyGroupedMap;
+
+use crate::api::functions::{KeyedProcessFunction, OneInputOperator, ValueStateRef};
+use crate::error::{TaskError, TaskLocation, TaskResult};
+use crate::runtime::collector::{guarded, BoxCollector, Collector, Emitter};
+
+pub(crate) struct Map<F, O> {
+    pub(crate) f: F,
+    pub(crate) out: BoxCollector<O>,
+    pub(crate) location: TaskLocation,
+}
+
+impl<I, O, F: FnMut(I) -> O> Collector<I> for Map<F, O> {
+    #[inline]
+    fn collect(&mut self, record: I) -> TaskResult {
+        let f = &mut self.f;
+        let value = guarded(&self.location, || f(record))?;
+        self.out.collect(value)
+    }
+    fn finish(&mut self) -> TaskResult {
+        self.out.finish()
+    }
+}
+
+pub(crate) struct TryMap<F, O> {
+    pub(crate) f: F,
+    pub(crate) out: BoxCollector<O>,
+    pub(crate) location: TaskLocation,
+}
+
+impl<I, O, E: Display, F: FnMut(I) -> Result<O, E>> Collector<I> for TryMap<F, O> {
+    #[inline]
+    fn collect(&mut self, record: I) -> TaskResult {
+        let f = &mut self.f;
+        match guarded(&self.location, || f(record))? {
+            Ok(value) => self.out.collect(value),
+            Err(e) => Err(Box::new(TaskError::UserFunction {
+                location: self.location.clone(),
+                message: e.to_string(),
+            })),
+        }
+    }
+    fn finish(&mut self) -> TaskResult {
+        self.out.finish()
+    }
+}
+
+pub(crate) struct Filter<F, T> {
+    pub(crate) f: F,
+    pub(crate) out: BoxCollector<T>,
+    pub(crate) location: TaskLocation,
+}
+
+impl<T, F: FnMut(&T) -> bool> Collector<T> for Filter<F, T> {
+    #[inline]
+    fn collect(&mut self, record: T) -> TaskResult {
+        let f = &mut self.f;
+        if guarded(&self.location, || f(&record))? {
+            self.out.collect(record)
+        } else {
+            Ok(())
+        }
+    }
+    fn finish(&mut self) -> TaskResult {
+        self.out.finish()
+    }
+}
+
+pub(crate) struct FlatMap<F, O> {
+    pub(crate) f: F,
+    pub(crate) out: BoxCollector<O>,
+    pub(crate) location: TaskLocation,
+}
+
+impl<I, O, It: IntoIterator<Item = O>, F: FnMut(I) -> It> Collector<I> for FlatMap<F, O> {
+    #[inline]
+    fn collect(&mut self, record: I) -> TaskResult {
+        let f = &mut self.f;
+        let mut iter = guarded(&self.location, || f(record).into_iter())?;
+        // The iterator may run user code lazily: guard each step too.
+        while let Some(value) = guarded(&self.location, || iter.next())? {
+            self.out.collect(value)?;
+        }
+        Ok(())
+    }
+    fn finish(&mut self) -> TaskResult {
+        self.out.finish()
+    }
+}
+
+/// A user-written operator (`DataStream::transform`).
+pub(crate) struct Transform<Op, O> {
+    pub(crate) op: Op,
+    pub(crate) out: BoxCollector<O>,
+    pub(crate) location: TaskLocation,
+}
+
+impl<I, O, Op: OneInputOperator<I, O>> Collector<I> for Transform<Op, O> {
+    #[inline]
+    fn collect(&mut self, record: I) -> TaskResult {
+        let mut emitter = Emitter::new(self.out.as_mut());
+        let op = &mut self.op;
+        guarded(&self.location, || op.process(record, &mut emitter))?;
+        emitter.into_result()
+    }
+    fn finish(&mut self) -> TaskResult {
+        let mut emitter = Emitter::new(self.out.as_mut());
+        let op = &mut self.op;
+        guarded(&self.location, || op.finish(&mut emitter))?;
+        emitter.into_result()?;
+        self.out.finish()
+    }
+}
+
+/// Rolling reduce per key: emits the new aggregate after every record.
+pub(crate) struct KeyedReduce<KF, F, K, T> {
+    pub(crate) key_fn: KF,
+    pub(crate) f: F,
+    pub(crate) state: KeyGroupedMap<K, T>,
+    pub(crate) max_parallelism: u32,
+    pub(crate) out: BoxCollector<T>,
+    pub(crate) location: TaskLocation,
+}
+
+impl<K, T, KF, F> Collector<T> for KeyedReduce<KF, F, K, T>
+where
+    K: Hash + Eq,
+    T: Clone,
+    KF: FnMut(&T) -> K,
+    F: FnMut(T, T) -> T,
+{
+    #[inline]
+    fn collect(&mut self, record: T) -> TaskResult {
+        let key_fn = &mut self.key_fn;
+        let key = guarded(&self.location, || key_fn(&record))?;
+        let key_group = assign_to_key_group(&key, self.max_parallelism);
+        let value = match self.state.get_mut(key_group, &key) {
+            Some(acc) => {
+                let f = &mut self.f;
+                let previous = acc.clone();
+                let next = guarded(&self.location, || f(previous, record))?;
+                *acc = next.clone();
+                next
+            }
+            None => {
+                self.state.insert(key_group, key, record.clone());
+                record
+            }
+        };
+        self.out.collect(value)
+    }
+    fn finish(&mut self) -> TaskResult {
+        self.out.finish()
+    }
+}
+
+/// Rolling sum per key of a numeric projection: emits `(key, sum)`.
+pub(crate) struct KeyedSum<KF, VF, K, N> {
+    pub(crate) key_fn: KF,
+    pub(crate) value_fn: VF,
+    pub(crate) state: KeyGroupedMap<K, N>,
+    pub(crate) max_parallelism: u32,
+    pub(crate) out: BoxCollector<(K, N)>,
+    pub(crate) location: TaskLocation,
+}
+
+impl<T, K, N, KF, VF> Collector<T> for KeyedSum<KF, VF, K, N>
+where
+    K: Hash + Eq + Clone,
+    N: Copy + std::ops::Add<Output = N>,
+    KF: FnMut(&T) -> K,
+    VF: FnMut(&T) -> N,
+{
+    #[inline]
+    fn collect(&mut self, record: T) -> TaskResult {
+        let (key_fn, value_fn) = (&mut self.key_fn, &mut self.value_fn);
+        let (key, value) = guarded(&self.location, || (key_fn(&record), value_fn(&record)))?;
+        let key_group = assign_to_key_group(&key, self.max_parallelism);
+        let sum = match self.state.get_mut(key_group, &key) {
+            Some(acc) => {
+                *acc = *acc + value;
+                *acc
+            }
+            None => {
+                self.state.insert(key_group, key.clone(), value);
+                value
+            }
+        };
+        self.out.collect((key, sum))
+    }
+    fn finish(&mut self) -> TaskResult {
+        self.out.finish()
+    }
+}
+
+/// A keyed process function with one value state per key.
+pub(crate) struct KeyedProcess<KF, P: KeyedProcessFunction<K, I, O>, K, I, O> {
+    pub(crate) key_fn: KF,
+    pub(crate) function: P,
+    pub(crate) state: KeyGroupedMap<K, P::State>,
+    pub(crate) max_parallelism: u32,
+    pub(crate) out: BoxCollector<O>,
+    pub(crate) location: TaskLocation,
+    pub(crate) _types: std::marker::PhantomData<fn(I)>,
+}
+
+impl<K, I, O, KF, P> Collector<I> for KeyedProcess<KF, P, K, I, O>
+where
+    K: Hash + Eq,
+    KF: FnMut(&I) -> K,
+    P: KeyedProcessFunction<K, I, O>,
+{
+    fn collect(&mut self, record: I) -> TaskResult {
+        let key_fn = &mut self.key_fn;
+        let key = guarded(&self.location, || key_fn(&record))?;
+        let key_group = assign_to_key_group(&key, self.max_parallelism);
+        let mut emitter = Emitter::new(self.out.as_mut());
+        let function = &mut self.function;
+        let (existed, cleared, new_value) = {
+            let mut state = ValueStateRef::new(self.state.get_mut(key_group, &key));
+            let existed = state.exists();
+            guarded(&self.location, || {
+                function.process_element(&key, record, &mut state, &mut emitter)
+            })?;
+            let (cleared, new_value) = state.into_changes();
+            (existed, cleared, new_value)
+        };
+        if let Some(value) = new_value {
+            self.state.insert(key_group, key, value);
+        } else if cleared && existed {
+            self.state.remove(key_group, &key);
+        }
+        emitter.into_result()
+    }
+    fn finish(&mut self) -> TaskResult {
+        self.out.finish()
+    }
+}
+
+/// Collects records for the caller of `execute` (tests, small jobs).
+pub(crate) struct CollectSink<T> {
+    pub(crate) local: Vec<T>,
+    pub(crate) results: Arc<Mutex<Vec<T>>>,
+}
+
+impl<T> Collector<T> for CollectSink<T> {
+    #[inline]
+    fn collect(&mut self, record: T) -> TaskResult {
+        self.local.push(record);
+        Ok(())
+    }
+    fn finish(&mut self) -> TaskResult {
+        let mut results = self.results.lock().unwrap_or_else(|e| e.into_inner());
+        results.append(&mut self.local);
+        Ok(())
+    }
+}
+
+/// Counts and drops records (benchmarks).
+pub(crate) struct DiscardSink {
+    pub(crate) records: u64,
+}
+
+impl<T> Collector<T> for DiscardSink {
+    #[inline]
+    fn collect(&mut self, record: T) -> TaskResult {
+        std::hint::black_box(&record);
+        self.records += 1;
+        Ok(())
+    }
+    fn finish(&mut self) -> TaskResult {
+        Ok(())
+    }
+}
+
+/// Writes one line per record, formatted by `format`, to stdout or a file.
+pub(crate) struct LineSink<F, W: Write> {
+    pub(crate) format: F,
+    pub(crate) writer: W,
+    pub(crate) prefix: String,
+    pub(crate) line: String,
+    pub(crate) target: String,
+    pub(crate) location: TaskLocation,
+}
+
+impl<T, F: FnMut(&T, &mut String), W: Write> Collector<T> for LineSink<F, W> {
+    #[inline]
+    fn collect(&mut self, record: T) -> TaskResult {
+        self.line.clear();
+        self.line.push_str(&self.prefix);
+        let (format, line) = (&mut self.format, &mut self.line);
+        guarded(&self.location, || format(&record, line))?;
+        self.line.push('\n');
+        self.writer
+            .write_all(self.line.as_bytes())
+            .map_err(|e| self.io_error(e))
+    }
+    fn finish(&mut self) -> TaskResult {
+        self.writer.flush().map_err(|e| self.io_error(e))
+    }
+}
+
+impl<F, W: Write> LineSink<F, W> {
+    fn io_error(&self, e: std::io::Error) -> Box<TaskError> {
+        Box::new(TaskError::Sink {
+            location: self.location.clone(),
+            message: format!("cannot write to {}: {e}", self.target),
+        })
+    }
+}

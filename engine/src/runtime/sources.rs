@@ -1,0 +1,292 @@
+//! Sources: the driver that pulls records from a `SourceFunction` into the
+//! head of a chain, and the built-in sources (collection, parallel generator,
+//! text file split across readers).
+//!
+//! Invariant: a driver stops pulling as soon as the task's `blocked` flag rises
+//! (writers out of segments), so a source never outruns its consumers by more
+//! than one record's output.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::api::functions::{OperatorContext, SourceFunction, SourcePoll};
+use crate::error::{TaskError, TaskLocation, TaskResult};
+use crate::graph::stream_graph::{downcast_collector, Data};
+use crate::runtime::collector::{guarded, BoxCollector};
+
+/// What one `step` of a source ended with.
+pub(crate) enum SourceStep {
+    /// Pulled the number of records asked for; more may follow.
+    More,
+    /// The writers are out of segments: await them, then step again.
+    Blocked,
+    /// Nothing to emit before this instant.
+    Wait(Instant),
+    End,
+}
+
+pub(crate) trait SourceDriver {
+    fn open(&mut self, ctx: &OperatorContext) -> TaskResult;
+    fn step(&mut self, max_records: usize, blocked: &Cell<bool>) -> TaskResult<SourceStep>;
+    fn finish(&mut self) -> TaskResult;
+    fn records_out(&self) -> u64;
+}
+
+pub(crate) struct TypedSource<S, T> {
+    pub(crate) source: S,
+    pub(crate) head: BoxCollector<T>,
+    pub(crate) location: TaskLocation,
+    pub(crate) records_out: u64,
+}
+
+pub(crate) fn source_driver<T: Data, S: SourceFunction<T>>(
+    source: S,
+    head: Box<dyn Any>,
+    location: TaskLocation,
+) -> Box<dyn SourceDriver> {
+    Box::new(TypedSource {
+        source,
+        head: downcast_collector::<T>(head),
+        location,
+        records_out: 0,
+    })
+}
+
+impl<T: Data, S: SourceFunction<T>> TypedSource<S, T> {
+    fn error(&self, message: String) -> Box<TaskError> {
+        Box::new(TaskError::Source {
+            location: self.location.clone(),
+            message,
+        })
+    }
+}
+
+impl<T: Data, S: SourceFunction<T>> SourceDriver for TypedSource<S, T> {
+    fn open(&mut self, ctx: &OperatorContext) -> TaskResult {
+        let source = &mut self.source;
+        guarded(&self.location, || source.open(ctx))?.map_err(|m| self.error(m))
+    }
+
+    fn step(&mut self, max_records: usize, blocked: &Cell<bool>) -> TaskResult<SourceStep> {
+        for _ in 0..max_records {
+            let source = &mut self.source;
+            match guarded(&self.location, || source.poll_next())? {
+                Ok(SourcePoll::Record(record)) => {
+                    self.records_out += 1;
+                    self.head.collect(record)?;
+                    if blocked.get() {
+                        return Ok(SourceStep::Blocked);
+                    }
+                }
+                Ok(SourcePoll::Wait(until)) => return Ok(SourceStep::Wait(until)),
+                Ok(SourcePoll::End) => return Ok(SourceStep::End),
+                Err(message) => return Err(self.error(message)),
+            }
+        }
+        Ok(SourceStep::More)
+    }
+
+    fn finish(&mut self) -> TaskResult {
+        self.head.finish()
+    }
+
+    fn records_out(&self) -> u64 {
+        self.records_out
+    }
+}
+
+/// Elements of a collection; subtask i of n emits elements i, i+n, i+2n, ...
+pub(crate) struct CollectionSource<T> {
+    pub(crate) items: Arc<Vec<T>>,
+    pub(crate) next: usize,
+    pub(crate) step: usize,
+}
+
+impl<T: Clone + 'static> SourceFunction<T> for CollectionSource<T> {
+    fn open(&mut self, ctx: &OperatorContext) -> Result<(), String> {
+        self.next = ctx.subtask as usize;
+        self.step = ctx.parallelism as usize;
+        Ok(())
+    }
+    #[inline]
+    fn poll_next(&mut self) -> Result<SourcePoll<T>, String> {
+        match self.items.get(self.next) {
+            Some(item) => {
+                self.next += self.step;
+                Ok(SourcePoll::Record(item.clone()))
+            }
+            None => Ok(SourcePoll::End),
+        }
+    }
+}
+
+/// A deterministic parallel generator: record number k (0 <= k < count) is
+/// `f(k)`, and subtask i of n produces the numbers congruent to i mod n, at an
+/// optional total rate.
+pub(crate) struct GeneratorSource<F> {
+    pub(crate) f: F,
+    pub(crate) count: u64,
+    pub(crate) next: u64,
+    pub(crate) step: u64,
+    /// Total records per second over all subtasks, if limited.
+    pub(crate) rate_per_second: Option<f64>,
+    pub(crate) interval: Duration,
+    pub(crate) start: Option<Instant>,
+    pub(crate) emitted: u64,
+}
+
+impl<T, F: FnMut(u64) -> T + 'static> SourceFunction<T> for GeneratorSource<F> {
+    fn open(&mut self, ctx: &OperatorContext) -> Result<(), String> {
+        self.next = ctx.subtask as u64;
+        self.step = ctx.parallelism as u64;
+        if let Some(rate) = self.rate_per_second {
+            if rate <= 0.0 || !rate.is_finite() {
+                return Err(format!(
+                    "generator rate must be a positive number of records per second, got {rate}"
+                ));
+            }
+            self.interval = Duration::from_secs_f64(ctx.parallelism as f64 / rate);
+        }
+        Ok(())
+    }
+    #[inline]
+    fn poll_next(&mut self) -> Result<SourcePoll<T>, String> {
+        if self.next >= self.count {
+            return Ok(SourcePoll::End);
+        }
+        if self.rate_per_second.is_some() {
+            let start = *self.start.get_or_insert_with(Instant::now);
+            let due = start + self.interval.mul_f64(self.emitted as f64);
+            if Instant::now() < due {
+                return Ok(SourcePoll::Wait(due));
+            }
+        }
+        let record = (self.f)(self.next);
+        self.next += self.step;
+        self.emitted += 1;
+        Ok(SourcePoll::Record(record))
+    }
+}
+
+/// Lines of a UTF-8 text file. The file is cut into one byte range per
+/// subtask; a line belongs to the range holding its first byte (a reader whose
+/// range starts mid-line skips to the next line). Line terminators (`\n`,
+/// `\r\n`) are removed.
+pub(crate) struct TextFileSource {
+    pub(crate) path: PathBuf,
+    pub(crate) reader: Option<BufReader<File>>,
+    /// Offset of the next line to read.
+    pub(crate) position: u64,
+    /// Lines starting at or after this offset belong to the next reader.
+    pub(crate) end: u64,
+    pub(crate) line: Vec<u8>,
+}
+
+const TEXT_READ_BUFFER_BYTES: usize = 1 << 20;
+
+impl TextFileSource {
+    pub(crate) fn new(path: PathBuf) -> Self {
+        TextFileSource {
+            path,
+            reader: None,
+            position: 0,
+            end: 0,
+            line: Vec::new(),
+        }
+    }
+
+    /// The 1-based number of the line starting at `offset`, counted only when
+    /// reporting an error so reading stays a single pass.
+    fn line_number_at(&self, offset: u64) -> Result<u64, String> {
+        let mut file = File::open(&self.path).map_err(|e| self.io_error(e))?;
+        let mut remaining = offset;
+        let mut newlines = 0u64;
+        let mut chunk = vec![0u8; 1 << 16];
+        while remaining > 0 {
+            let want = remaining.min(chunk.len() as u64) as usize;
+            let n = file
+                .read(&mut chunk[..want])
+                .map_err(|e| self.io_error(e))?;
+            if n == 0 {
+                break;
+            }
+            newlines += chunk[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+            remaining -= n as u64;
+        }
+        Ok(newlines + 1)
+    }
+
+    fn io_error(&self, e: std::io::Error) -> String {
+        format!("cannot read input file '{}': {e}", self.path.display())
+    }
+}
+
+impl SourceFunction<String> for TextFileSource {
+    fn open(&mut self, ctx: &OperatorContext) -> Result<(), String> {
+        let file = File::open(&self.path).map_err(|e| self.io_error(e))?;
+        let len = file.metadata().map_err(|e| self.io_error(e))?.len();
+        if file.metadata().map_err(|e| self.io_error(e))?.is_dir() {
+            return Err(format!(
+                "input '{}' is a directory, expected a text file",
+                self.path.display()
+            ));
+        }
+        let (i, n) = (ctx.subtask as u64, ctx.parallelism as u64);
+        let start = len * i / n;
+        self.end = len * (i + 1) / n;
+        let mut reader = BufReader::with_capacity(TEXT_READ_BUFFER_BYTES, file);
+        self.position = start;
+        if start > 0 {
+            // Skip the tail of the line that began in the previous range.
+            reader
+                .seek(SeekFrom::Start(start - 1))
+                .map_err(|e| self.io_error(e))?;
+            let mut skipped = Vec::new();
+            let n = reader
+                .read_until(b'\n', &mut skipped)
+                .map_err(|e| self.io_error(e))?;
+            self.position = start - 1 + n as u64;
+        }
+        self.reader = Some(reader);
+        Ok(())
+    }
+
+    fn poll_next(&mut self) -> Result<SourcePoll<String>, String> {
+        if self.position >= self.end {
+            return Ok(SourcePoll::End);
+        }
+        let reader = self.reader.as_mut().expect("opened");
+        self.line.clear();
+        let n = reader
+            .read_until(b'\n', &mut self.line)
+            .map_err(|e| format!("cannot read '{}': {e}", self.path.display()))?;
+        if n == 0 {
+            return Ok(SourcePoll::End);
+        }
+        let line_start = self.position;
+        self.position += n as u64;
+        let mut bytes = std::mem::take(&mut self.line);
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+            if bytes.last() == Some(&b'\r') {
+                bytes.pop();
+            }
+        }
+        match String::from_utf8(bytes) {
+            Ok(line) => Ok(SourcePoll::Record(line)),
+            Err(e) => {
+                let line_number = self.line_number_at(line_start)?;
+                Err(format!(
+                    "input file '{}', line {line_number}: invalid UTF-8 at byte {} of the line (expected UTF-8 text)",
+                    self.path.display(),
+                    e.utf8_error().valid_up_to() + 1
+                ))
+            }
+        }
+    }
+}
