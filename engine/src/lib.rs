@@ -10,6 +10,7 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod graph;
+pub mod jobs;
 pub mod runtime;
 
 pub use api::env::StreamEnv;

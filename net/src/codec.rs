@@ -37,10 +37,7 @@ pub trait Codec: Sized {
     fn decode(input: &mut &[u8]) -> Result<Self, DecodeError>;
 }
 
-fn take<'a, const N: usize>(
-    input: &mut &'a [u8],
-    expected: &'static str,
-) -> Result<[u8; N], DecodeError> {
+fn take<const N: usize>(input: &mut &[u8], expected: &'static str) -> Result<[u8; N], DecodeError> {
     match input.split_first_chunk::<N>() {
         Some((head, rest)) => {
             *input = rest;

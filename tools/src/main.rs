@@ -1,1 +1,204 @@
-fn main() {}
+//! The `rheon` command: runs built-in jobs on the embedded engine (one pinned
+//! executor per core) and prints what they measured.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use rheon::jobs::{throughput, wordcount};
+use rheon::EngineConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "rheon",
+    version,
+    about = "Rheon: a thread-per-core dataflow engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct EngineArgs {
+    /// Executors (pinned threads); default: one per core.
+    #[arg(long)]
+    cores: Option<usize>,
+    /// Parallelism of every operator; default: the number of executors.
+    #[arg(long)]
+    parallelism: Option<u32>,
+    /// Buffer timeout in microseconds (a partly filled buffer leaves after this).
+    #[arg(long, default_value_t = 1000)]
+    buffer_timeout_us: u64,
+}
+
+impl EngineArgs {
+    fn config(&self) -> EngineConfig {
+        let mut config = EngineConfig::default();
+        if let Some(cores) = self.cores {
+            config = config.with_executors(cores);
+        }
+        if let Some(p) = self.parallelism {
+            config = config.with_parallelism(p);
+        }
+        config.with_buffer_timeout(Duration::from_micros(self.buffer_timeout_us))
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Counts words in a UTF-8 text file; prints the top words, or writes all
+    /// counts to --output.
+    Wordcount {
+        file: PathBuf,
+        /// How many of the most frequent words to print.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// Write every "word count" line here instead (a directory of part
+        /// files when parallelism > 1).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// Generator -> exchange -> discarding sink; prints records/s and bytes/s.
+    Throughput {
+        /// Records to generate.
+        #[arg(long, default_value_t = 50_000_000)]
+        records: u64,
+        /// Serialized record size: 16, 100 or 1024 bytes.
+        #[arg(long, default_value_t = 16)]
+        record_bytes: usize,
+        /// keyed, rebalance or chained.
+        #[arg(long, default_value = "keyed")]
+        exchange: String,
+        /// Distinct keys.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// Writes a deterministic text file of about SIZE bytes (accepts K, M, G
+    /// suffixes) for word count.
+    GenerateText {
+        output: PathBuf,
+        #[arg(long, default_value = "64M")]
+        size: String,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+fn parse_size(text: &str) -> Result<u64> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let n: u64 = digits.parse().with_context(|| {
+        format!("size '{text}': expected a number with an optional K, M or G suffix")
+    })?;
+    let scale = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        other => bail!("size '{text}': unknown unit '{other}', expected K, M or G"),
+    };
+    Ok(n * scale)
+}
+
+fn run() -> Result<()> {
+    match Cli::parse().command {
+        Command::Wordcount {
+            file,
+            top,
+            output,
+            engine,
+        } => {
+            let config = engine.config();
+            let executors = config.executors;
+            let result = wordcount::run(wordcount::WordCountOptions {
+                input: file.clone(),
+                output: output.clone(),
+                config,
+            })?;
+            let secs = result.outcome.elapsed.as_secs_f64();
+            if output.is_none() {
+                for (word, count) in wordcount::top(&result.counts, top) {
+                    println!("{count:>12} {word}");
+                }
+                println!("distinct words: {}", result.counts.len());
+            } else if let Some(path) = &output {
+                println!("counts written to {}", path.display());
+            }
+            let mb = result.input_bytes as f64 / 1e6;
+            eprintln!(
+                "word count of {}: {:.1} MB in {:.3} s = {:.1} MB/s ({:.1} MB/s per core, {} executors)",
+                file.display(),
+                mb,
+                secs,
+                mb / secs,
+                mb / secs / executors as f64,
+                executors
+            );
+        }
+        Command::Throughput {
+            records,
+            record_bytes,
+            exchange,
+            keys,
+            engine,
+        } => {
+            let exchange = match exchange.as_str() {
+                "keyed" => throughput::Exchange::Keyed,
+                "rebalance" => throughput::Exchange::Rebalance,
+                "chained" => throughput::Exchange::Chained,
+                other => bail!("--exchange '{other}': expected keyed, rebalance or chained"),
+            };
+            let config = engine.config();
+            let executors = config.executors;
+            let result = throughput::run(&throughput::ThroughputOptions {
+                records,
+                record_bytes,
+                exchange,
+                keys,
+                config,
+            })?;
+            let secs = result.outcome.elapsed.as_secs_f64();
+            println!(
+                "{} records of {} B in {:.3} s: {:.2} M records/s ({:.2} M/s per core), {:.3} GB/s, {} executors",
+                result.records,
+                record_bytes,
+                secs,
+                result.records as f64 / secs / 1e6,
+                result.records as f64 / secs / 1e6 / executors as f64,
+                result.bytes as f64 / secs / 1e9,
+                executors
+            );
+        }
+        Command::GenerateText { output, size, seed } => {
+            let bytes = parse_size(&size)?;
+            wordcount::generate_text(&output, bytes, seed)
+                .with_context(|| format!("cannot write '{}'", output.display()))?;
+            println!(
+                "wrote {} ({} bytes)",
+                output.display(),
+                std::fs::metadata(&output)?.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -88,8 +88,7 @@ impl OutShared {
             }
             Some(Envelope::Event(_)) => return Poll::Ready(q.pop_front()),
             Some(Envelope::Data { .. }) => {
-                if true {
-                    self.credits.set(self.credits.get().saturating_add(1));
+                if self.credits.get() > 0 {
                     self.credits.set(self.credits.get() - 1);
                     let queued = self.queued_data.get() - 1;
                     self.queued_data.set(queued);
