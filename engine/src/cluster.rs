@@ -52,6 +52,7 @@ impl EmbeddedCluster {
             };
             let handle = LocalExecutorBuilder::new(placement)
                 .name(&format!("rheon-exec-{id}"))
+                .spin_before_park(config.spin_before_park)
                 .spawn(move || executor_main(setup))
                 .map_err(|e| JobError::Startup(format!("cannot start executor {id}: {e}")))?;
             executors.push(handle);

@@ -1,1 +1,109 @@
 //! End-to-end tests live in `tests/tests/`; this library holds shared helpers.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rheon::EngineConfig;
+
+/// A small engine: `executors` executors, default parallelism `parallelism`,
+/// a 1 ms buffer timeout and a modest segment pool, so that a test with more
+/// tasks than cores runs quickly and does not reserve much memory.
+pub fn config(executors: usize, parallelism: u32) -> EngineConfig {
+    let mut config = EngineConfig::default()
+        .with_executors(executors)
+        .with_parallelism(parallelism)
+        .with_segments_per_executor(512);
+    config.segment_size_bytes = 32 * 1024;
+    config
+}
+
+/// The parallelisms every model test runs at: 1, 2 and 4 on two executors
+/// (so more tasks than cores at 4).
+pub const PARALLELISMS: [u32; 3] = [1, 2, 4];
+
+/// The values sorted: the multiset view of an output whose order is undefined.
+pub fn sorted<T: Ord>(mut values: Vec<T>) -> Vec<T> {
+    values.sort();
+    values
+}
+
+/// A fresh directory under the system temporary directory, removed on drop.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "rheon-tests-{label}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temporary directory");
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Resident set size of this process in bytes (Linux, `VmRSS` of
+/// /proc/self/status).
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("status has VmRSS");
+    kib * 1024
+}
+
+/// Word counts computed plainly: split on anything that is not alphanumeric,
+/// lower-case (the reference for the word count job).
+pub fn reference_word_count(text: &str) -> Vec<(String, u64)> {
+    let mut counts: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for word in text.split(|c: char| !c.is_alphanumeric()) {
+        if !word.is_empty() {
+            *counts.entry(word.to_lowercase()).or_insert(0) += 1;
+        }
+    }
+    sorted(counts.into_iter().collect())
+}
+
+/// The lines of a word count output (a file, or a directory of `part-N`
+/// files), parsed as `word count`, sorted.
+pub fn read_word_count_output(path: &Path) -> Vec<(String, u64)> {
+    let mut files = Vec::new();
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).expect("read output directory") {
+            files.push(entry.expect("directory entry").path());
+        }
+    } else {
+        files.push(path.to_path_buf());
+    }
+    let mut counts = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("output is UTF-8");
+        for line in text.lines() {
+            let (word, count) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad output line {line:?} in {}", file.display()));
+            counts.push((word.to_string(), count.parse().expect("count is a number")));
+        }
+    }
+    sorted(counts)
+}

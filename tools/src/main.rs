@@ -53,6 +53,10 @@ enum Command {
     /// counts to --output.
     Wordcount {
         file: PathBuf,
+        /// First write a generated text of this size to FILE if FILE does not
+        /// exist (K, M, G suffixes), so the command runs on a fresh machine.
+        #[arg(long)]
+        generate: Option<String>,
         /// How many of the most frequent words to print.
         #[arg(long, default_value_t = 10)]
         top: usize,
@@ -114,10 +118,19 @@ fn run() -> Result<()> {
     match Cli::parse().command {
         Command::Wordcount {
             file,
+            generate,
             top,
             output,
             engine,
         } => {
+            if let Some(size) = generate {
+                if !file.exists() {
+                    let bytes = parse_size(&size)?;
+                    eprintln!("generating {} ({bytes} bytes) ...", file.display());
+                    wordcount::generate_text(&file, bytes, 42)
+                        .with_context(|| format!("cannot write '{}'", file.display()))?;
+                }
+            }
             let config = engine.config();
             let executors = config.executors;
             let result = wordcount::run(wordcount::WordCountOptions {

@@ -138,6 +138,30 @@ impl JobMaster {
         commands
     }
 
+    /// Every unfinished subtask on a lost executor failed.
+    pub(crate) fn on_executor_lost(&mut self, executor: ExecutorId, reason: &str) -> Vec<Command> {
+        let lost: Vec<SubtaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.0 == executor && !t.2)
+            .map(|(&id, _)| id)
+            .collect();
+        let mut commands = Vec::new();
+        for subtask in lost {
+            let vertex = &self.graph.vertices[subtask.vertex];
+            let error = TaskError::Network {
+                location: crate::error::TaskLocation {
+                    operator: vertex.name.clone(),
+                    subtask: subtask.index,
+                    parallelism: vertex.parallelism,
+                },
+                message: format!("executor {executor} was lost: {reason}"),
+            };
+            commands.extend(self.on_task_state(subtask, TaskState::Failed(Box::new(error))));
+        }
+        commands
+    }
+
     fn finish(&mut self) -> Vec<Command> {
         self.phase = Phase::Done;
         let mut executors: Vec<ExecutorId> = self.offers.iter().map(|o| o.1).collect();

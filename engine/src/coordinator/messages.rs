@@ -87,6 +87,12 @@ pub enum CoordinatorMsg {
         graph: Arc<JobGraph>,
         reply: Mailbox<Result<JobOutcome, JobError>>,
     },
+    /// An executor thread died (a panic outside any task's guard): its tasks
+    /// are lost.
+    ExecutorLost {
+        executor: ExecutorId,
+        reason: String,
+    },
     Shutdown,
 }
 

@@ -101,6 +101,16 @@ impl Coordinator {
                     }
                 }
             }
+            CoordinatorMsg::ExecutorLost { executor, reason } => {
+                self.resources.lose(executor);
+                let jobs: Vec<JobId> = self.jobs.keys().copied().collect();
+                for job in jobs {
+                    if let Some(master) = self.jobs.get_mut(&job) {
+                        let commands = master.on_executor_lost(executor, &reason);
+                        self.execute(job, commands);
+                    }
+                }
+            }
             CoordinatorMsg::Shutdown => {
                 for e in self.resources.executors.iter().flatten() {
                     e.mailbox.send(ExecutorMsg::Shutdown);

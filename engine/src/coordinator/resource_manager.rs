@@ -35,6 +35,13 @@ impl ResourceManager {
         });
     }
 
+    /// Forgets an executor that died.
+    pub(crate) fn lose(&mut self, executor: ExecutorId) {
+        if let Some(e) = self.executors.get_mut(executor) {
+            *e = None;
+        }
+    }
+
     pub(crate) fn registered(&self) -> usize {
         self.executors.iter().flatten().count()
     }

@@ -74,12 +74,17 @@ pub(crate) enum NodeBody {
     Operator(OperatorFactory),
 }
 
+/// A `BoxCollector<T>` (or a source driver) with its type erased.
+pub(crate) type ErasedCollector = Box<dyn Any>;
+/// A writer's collector and the task's handle on it.
+pub(crate) type ErasedWriter = (ErasedCollector, std::rc::Rc<dyn OutputControl>);
+
 /// Typed operations on a node's output type, as plain function pointers.
 #[derive(Clone, Copy)]
 pub(crate) struct TypeOps {
-    pub(crate) fan_out: fn(Vec<Box<dyn Any>>) -> Box<dyn Any>,
+    pub(crate) fan_out: fn(Vec<ErasedCollector>) -> ErasedCollector,
     pub(crate) no_output: fn() -> Box<dyn Any>,
-    pub(crate) writer: fn(WriterParts) -> (Box<dyn Any>, std::rc::Rc<dyn OutputControl>),
+    pub(crate) writer: fn(WriterParts) -> ErasedWriter,
     pub(crate) input: fn(Box<dyn Any>, TaskLocation) -> Box<dyn InputDriver>,
 }
 

@@ -33,9 +33,34 @@ pub(crate) struct ExecutorSetup {
     pub(crate) coordinator: Mailbox<CoordinatorMsg>,
 }
 
+/// The subtasks running on this executor, by job.
+type RunningTasks = Rc<RefCell<HashMap<(JobId, SubtaskId), JoinHandle<()>>>>;
+
+/// Tells the coordinator when the executor's thread unwinds from a panic that
+/// no task guard caught, so the job fails instead of waiting forever.
+struct LostGuard {
+    id: ExecutorId,
+    coordinator: Mailbox<CoordinatorMsg>,
+}
+
+impl Drop for LostGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.coordinator.send(CoordinatorMsg::ExecutorLost {
+                executor: self.id,
+                reason: "its thread panicked (see the panic message above)".into(),
+            });
+        }
+    }
+}
+
 /// The executor's main future: registers, then serves control messages until
 /// told to shut down.
 pub(crate) async fn executor_main(setup: ExecutorSetup) {
+    let _lost_guard = LostGuard {
+        id: setup.id,
+        coordinator: setup.coordinator.clone(),
+    };
     let (own_mailbox, inbox) = mailbox::<ExecutorMsg>();
     let id = setup.id;
     let env = Rc::new(TaskEnv {
@@ -56,8 +81,7 @@ pub(crate) async fn executor_main(setup: ExecutorSetup) {
 
     // Slot i is allocated to the job in `slots[i]`, if any.
     let mut slots: Vec<Option<JobId>> = vec![None; setup.slots as usize];
-    let running: Rc<RefCell<HashMap<(JobId, SubtaskId), JoinHandle<()>>>> =
-        Rc::new(RefCell::new(HashMap::new()));
+    let running: RunningTasks = Rc::new(RefCell::new(HashMap::new()));
 
     while let Ok(message) = inbox.recv().await {
         match message {

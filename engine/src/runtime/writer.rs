@@ -67,7 +67,7 @@ enum Route<T> {
 }
 
 struct WriterState<T> {
-    channels: Vec<OutputChannel>,
+    channels: Rc<[OutputChannel]>,
     builders: Vec<Option<BufferBuilder>>,
     pool: LocalBufferPool,
     route: Route<T>,
@@ -102,7 +102,7 @@ pub(crate) fn typed_writer<T: Data>(parts: WriterParts) -> (Box<dyn Any>, Rc<dyn
     };
     let state = Rc::new(RefCell::new(WriterState {
         builders: (0..n).map(|_| None).collect(),
-        channels: parts.channels,
+        channels: parts.channels.into(),
         pool: parts.pool,
         route,
         consumers: parts.consumers,
@@ -258,24 +258,17 @@ impl<T: Data> OutputControl for RecordWriter<T> {
     fn broadcast_event(&self, event: Event) {
         let mut s = self.state.borrow_mut();
         s.flush();
-        for channel in &s.channels {
+        for channel in s.channels.iter() {
             channel.send_event(event.clone());
         }
     }
 
     fn drained(&self) -> LocalFuture<'_, TaskResult> {
         Box::pin(async move {
-            let n = self.state.borrow().channels.len();
-            for ch in 0..n {
-                // The channels are not touched by anyone else while the task drains.
-                let result = {
-                    let s = self.state.borrow();
-                    let fut = s.channels[ch].drained();
-                    fut.await
-                };
-                if let Err(e) = result {
-                    let s = self.state.borrow();
-                    return Err(s.network_error(e.to_string()));
+            let channels = self.state.borrow().channels.clone();
+            for channel in channels.iter() {
+                if let Err(e) = channel.drained().await {
+                    return Err(self.state.borrow().network_error(e.to_string()));
                 }
             }
             Ok(())
