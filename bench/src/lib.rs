@@ -32,25 +32,48 @@ pub fn gb_per_s(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / elapsed.as_secs_f64() / 1e9
 }
 
-/// Copies `total_bytes` chunk by chunk into one `chunk`-byte destination buffer,
-/// reading the chunks in order from a source of `source_bytes` (wrapping around).
-/// With a source much larger than the last-level cache every chunk comes from
-/// memory; with a source of one chunk everything stays in L1/L2. The source is
-/// touched before timing so that page faults are not measured.
-pub fn memcpy_chunked(total_bytes: u64, source_bytes: usize, chunk: usize) -> Duration {
-    let chunks_in_source = (source_bytes / chunk).max(1);
-    let src: Vec<u8> = (0..chunks_in_source * chunk)
-        .map(|i| (i as u8).wrapping_mul(31))
-        .collect();
-    let mut dst = vec![0u8; chunk];
-    let chunks = total_bytes.div_ceil(chunk as u64);
-    let start = Instant::now();
-    for i in 0..chunks {
-        let k = (i % chunks_in_source as u64) as usize;
-        dst.copy_from_slice(&src[k * chunk..(k + 1) * chunk]);
-        std::hint::black_box(&mut dst);
+/// A plain memcpy baseline: copies a byte volume chunk by chunk into one
+/// `chunk`-byte destination buffer, reading the chunks in order from a source
+/// buffer (wrapping around). With a source much larger than the last-level cache
+/// every chunk comes from memory; with a source of one chunk everything stays in
+/// L1/L2. Each run starts where the previous one stopped. The source is allocated and touched once, so page faults are not timed.
+pub struct ChunkedCopy {
+    src: Vec<u8>,
+    dst: Vec<u8>,
+    chunk: usize,
+    /// The next source chunk: each run continues where the last one stopped, so
+    /// a chunk is read again only after the whole source has been read.
+    next: u64,
+}
+
+impl ChunkedCopy {
+    pub fn new(source_bytes: usize, chunk: usize) -> Self {
+        let chunks_in_source = (source_bytes / chunk).max(1);
+        let src: Vec<u8> = (0..chunks_in_source * chunk)
+            .map(|i| (i as u8).wrapping_mul(31))
+            .collect();
+        ChunkedCopy {
+            src,
+            dst: vec![0u8; chunk],
+            chunk,
+            next: 0,
+        }
     }
-    let elapsed = start.elapsed();
-    std::hint::black_box(&src);
-    elapsed
+
+    /// Copies `total_bytes` (rounded up to whole chunks); returns the time taken.
+    pub fn run(&mut self, total_bytes: u64) -> Duration {
+        let chunk = self.chunk;
+        let chunks_in_source = (self.src.len() / chunk) as u64;
+        let chunks = total_bytes.div_ceil(chunk as u64);
+        let start = Instant::now();
+        for i in self.next..self.next + chunks {
+            let k = (i % chunks_in_source) as usize;
+            self.dst.copy_from_slice(&self.src[k * chunk..(k + 1) * chunk]);
+            std::hint::black_box(&mut self.dst);
+        }
+        let elapsed = start.elapsed();
+        self.next = (self.next + chunks) % chunks_in_source;
+        std::hint::black_box(&self.src);
+        elapsed
+    }
 }

@@ -15,7 +15,7 @@ use anyhow::anyhow;
 use clap::Parser;
 use rheon::jobs::throughput::{run, Exchange, ThroughputOptions};
 use rheon::EngineConfig;
-use rheon_bench::{gb_per_s, median_duration, memcpy_chunked, verdict};
+use rheon_bench::{gb_per_s, median_duration, verdict, ChunkedCopy};
 
 #[derive(Parser, Debug)]
 #[command(about = "Engine-level exchange throughput between two executors on different cores")]
@@ -92,6 +92,8 @@ fn main() -> anyhow::Result<()> {
         "in-cache",
         "% memcpy"
     );
+    let mut copy_out = ChunkedCopy::new(args.memcpy_source_mib << 20, CHUNK);
+    let mut copy_in = ChunkedCopy::new(CHUNK, CHUNK);
     for &size in &args.sizes {
         let records = args.records.unwrap_or_else(|| default_records(size));
         for exchange in [Exchange::Keyed, Exchange::Rebalance] {
@@ -123,8 +125,8 @@ fn main() -> anyhow::Result<()> {
                 if received != 0 && received != records {
                     return Err(anyhow!("the sink received {received} of {records} records"));
                 }
-                memcpy_out.push(memcpy_chunked(bytes, args.memcpy_source_mib << 20, CHUNK));
-                memcpy_in.push(memcpy_chunked(bytes, CHUNK, CHUNK));
+                memcpy_out.push(copy_out.run(bytes));
+                memcpy_in.push(copy_in.run(bytes));
             }
             let elapsed = median_duration(&job);
             let wall = median_duration(&engine);

@@ -10,6 +10,7 @@
 //! microseconds (median of `--runs`) next to the target p99 < 1 ms. Records stamped
 //! during the first `--warmup-ms` of a run are not recorded.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -73,13 +74,29 @@ fn new_histogram() -> Histogram<u64> {
 struct LatencySink {
     local: Histogram<u64>,
     global: Arc<Mutex<Histogram<u64>>>,
-    skip_before_ns: u64,
+    /// The stamp of the run's first generated record (0 until there is one).
+    first_stamp: Arc<AtomicU64>,
+    warmup_ns: u64,
+    /// Records stamped before this are not recorded; known once `first_stamp` is.
+    skip_before_ns: Option<u64>,
 }
 
 impl OneInputOperator<Rec, ()> for LatencySink {
     #[inline]
     fn process(&mut self, (_, stamp, _): Rec, _out: &mut Emitter<'_, ()>) {
-        if stamp >= self.skip_before_ns {
+        let skip_before = match self.skip_before_ns {
+            Some(t) => t,
+            None => {
+                let first = self.first_stamp.load(Ordering::Relaxed);
+                if first == 0 {
+                    return;
+                }
+                let t = first + self.warmup_ns;
+                self.skip_before_ns = Some(t);
+                t
+            }
+        };
+        if stamp >= skip_before {
             self.local
                 .saturating_record(now_ns().saturating_sub(stamp).max(1));
         }
@@ -111,7 +128,16 @@ fn run_once(
         .with_buffer_timeout(buffer_timeout);
     let env = StreamEnv::new(config);
     let keys = args.keys.max(1);
-    let make = move |i: u64| -> Rec { (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) % keys, now_ns(), 1) };
+    let first_stamp = Arc::new(AtomicU64::new(0));
+    let first = first_stamp.clone();
+    let make = move |i: u64| -> Rec {
+        let stamp = now_ns();
+        if i == 0 {
+            // Subtask 0 makes record 0 first: the run's start for the warm-up.
+            first.store(stamp, Ordering::Relaxed);
+        }
+        (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) % keys, stamp, 1)
+    };
     let generated = match rate {
         Some(r) => env.generate_with_rate(records, r, make),
         None => env.generate(records, make),
@@ -126,7 +152,9 @@ fn run_once(
             LatencySink {
                 local: new_histogram(),
                 global: global.clone(),
-                skip_before_ns: now_ns() + args.warmup_ms * 1_000_000,
+                first_stamp,
+                warmup_ns: args.warmup_ms * 1_000_000,
+                skip_before_ns: None,
             },
         )
         .discard();

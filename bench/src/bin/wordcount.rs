@@ -55,10 +55,10 @@ fn plain_word_count(path: &Path) -> anyhow::Result<(usize, u64)> {
     for line in reader.lines() {
         let line = line?;
         for_each_word(&line, &mut word, |w| {
-            if let Some(c) = counts.get_mut(w.as_str()) {
+            if let Some(c) = counts.get_mut(w) {
                 *c += 1;
             } else {
-                counts.insert(w.clone(), 1);
+                counts.insert(w.to_owned(), 1);
             }
         });
     }
