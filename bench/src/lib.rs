@@ -68,7 +68,8 @@ impl ChunkedCopy {
         let start = Instant::now();
         for i in self.next..self.next + chunks {
             let k = (i % chunks_in_source) as usize;
-            self.dst.copy_from_slice(&self.src[k * chunk..(k + 1) * chunk]);
+            self.dst
+                .copy_from_slice(&self.src[k * chunk..(k + 1) * chunk]);
             std::hint::black_box(&mut self.dst);
         }
         let elapsed = start.elapsed();

@@ -486,8 +486,6 @@ impl KeyedProcessFunction<u8, (u8, u8, u64, u64), (u8, u64, Option<u64>)> for St
 /// partitioning ("The records of both streams (which keep their own
 /// partitioning)"), so the broadcast records arrive once per consumer.
 #[test]
-#[ignore = "engine bug: DataStream::union drops the partitioning of the other stream \
-            (add_operator applies self.partitioning to every node of the union)"]
 fn union_keeps_each_inputs_partitioning() {
     let env = env(2);
     let left = env

@@ -30,9 +30,9 @@ use crate::runtime::operators::{
 /// A stream of `T` records: the output of one operator, or the union of several.
 pub struct DataStream<T> {
     graph: Rc<RefCell<StreamGraph>>,
-    /// Nodes whose output this stream is (more than one after `union`).
-    nodes: Vec<NodeId>,
-    partitioning: Partitioning,
+    /// Nodes whose output this stream is (more than one after `union`), each
+    /// with the partitioning of its edge to the next operator.
+    inputs: Vec<(NodeId, Partitioning)>,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -40,8 +40,7 @@ impl<T> Clone for DataStream<T> {
     fn clone(&self) -> Self {
         DataStream {
             graph: self.graph.clone(),
-            nodes: self.nodes.clone(),
-            partitioning: self.partitioning.clone(),
+            inputs: self.inputs.clone(),
             _type: PhantomData,
         }
     }
@@ -66,8 +65,7 @@ impl<T: Data> DataStream<T> {
     pub(crate) fn new(graph: Rc<RefCell<StreamGraph>>, node: NodeId) -> Self {
         DataStream {
             graph,
-            nodes: vec![node],
-            partitioning: Partitioning::Default,
+            inputs: vec![(node, Partitioning::Default)],
             _type: PhantomData,
         }
     }
@@ -80,11 +78,11 @@ impl<T: Data> DataStream<T> {
             NodeBody::Operator(factory),
             type_ops::<O>(),
         );
-        for &source in &self.nodes {
+        for (source, partitioning) in &self.inputs {
             graph.edges.push(StreamEdge {
-                source,
+                source: *source,
                 target: id,
-                partitioning: self.partitioning.clone(),
+                partitioning: partitioning.clone(),
             });
         }
         drop(graph);
@@ -93,10 +91,10 @@ impl<T: Data> DataStream<T> {
 
     fn single_node(&self, what: &str) -> NodeId {
         assert!(
-            self.nodes.len() == 1,
+            self.inputs.len() == 1,
             "{what} applies to an operator, not to a union of streams"
         );
-        self.nodes[0]
+        self.inputs[0].0
     }
 
     /// Sets the parallelism of the operator that produces this stream.
@@ -120,8 +118,12 @@ impl<T: Data> DataStream<T> {
         self
     }
 
+    /// Sets the partitioning towards the next operator; on a union, for every
+    /// input of the union.
     fn with_partitioning(mut self, partitioning: Partitioning) -> Self {
-        self.partitioning = partitioning;
+        for input in &mut self.inputs {
+            input.1 = partitioning.clone();
+        }
         self
     }
 
@@ -143,13 +145,14 @@ impl<T: Data> DataStream<T> {
         self.with_partitioning(Partitioning::Broadcast)
     }
 
-    /// The records of both streams (which keep their own partitioning).
+    /// The records of both streams. Each keeps the partitioning set on it
+    /// before the union; one set after the union applies to both.
     pub fn union(mut self, other: DataStream<T>) -> Self {
         assert!(
             Rc::ptr_eq(&self.graph, &other.graph),
             "union of streams from different environments"
         );
-        self.nodes.extend(other.nodes);
+        self.inputs.extend(other.inputs);
         self
     }
 

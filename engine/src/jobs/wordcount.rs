@@ -91,7 +91,11 @@ impl TokenizeAndCount {
     }
 
     #[inline]
-    fn count_word(short: &mut FxHashMap<ShortWord, u64>, long: &mut FxHashMap<String, u64>, word: &str) {
+    fn count_word(
+        short: &mut FxHashMap<ShortWord, u64>,
+        long: &mut FxHashMap<String, u64>,
+        word: &str,
+    ) {
         match ShortWord::new(word) {
             Some(key) => *short.entry(key).or_insert(0) += 1,
             None => {
@@ -344,7 +348,10 @@ mod tests {
     }
 
     fn reference(line: &str) -> Vec<String> {
-        line.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(|w| w.to_lowercase()).collect()
+        line.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(|w| w.to_lowercase())
+            .collect()
     }
 
     #[test]
