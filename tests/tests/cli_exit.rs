@@ -16,13 +16,17 @@ fn rheon_binary() -> &'static Path {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .expect("the tests crate is inside the workspace");
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "rheon-tools", "--manifest-path"])
-            .arg(workspace.join("Cargo.toml"))
-            .status()
-            .expect("run cargo build");
+        // Build with the profile this test was built with, so a release test
+        // run reuses its release artifacts instead of compiling everything again.
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "-q", "-p", "rheon-tools", "--manifest-path"]);
+        build.arg(workspace.join("Cargo.toml"));
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
         assert!(status.success(), "cargo build -p rheon-tools failed");
-        // Test binaries are in <target>/debug/deps; the command in <target>/debug.
+        // Test binaries are in <target>/<profile>/deps; the command one level up.
         let exe = std::env::current_exe().expect("test binary path");
         let binary = exe
             .parent()

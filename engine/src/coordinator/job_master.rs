@@ -217,3 +217,179 @@ impl JobMaster {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::env::StreamEnv;
+    use crate::config::EngineConfig;
+    use crate::coordinator::messages::mailbox;
+    use crate::error::TaskLocation;
+
+    /// generator (p=2) -> keyed sum (p=2) -> discard: 2 vertices, 4 subtasks.
+    fn master() -> (
+        JobMaster,
+        async_channel::Receiver<Result<JobOutcome, JobError>>,
+    ) {
+        let env = StreamEnv::new(
+            EngineConfig::default()
+                .with_executors(2)
+                .with_parallelism(2),
+        );
+        env.generate(10, |i| (i, 1u64))
+            .key_by(|r: &(u64, u64)| r.0)
+            .sum(|r: &(u64, u64)| r.1)
+            .discard();
+        let graph = Arc::new(env.job_graph("test").expect("valid graph"));
+        let (reply, rx) = mailbox();
+        (JobMaster::new(7, graph, reply), rx)
+    }
+
+    fn deployed(commands: &[Command]) -> Vec<(ExecutorId, SubtaskId)> {
+        commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::ToExecutor(e, ExecutorMsg::DeployTask { subtask, .. }) => {
+                    Some((*e, *subtask))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn failure(subtask: SubtaskId) -> TaskState {
+        TaskState::Failed(Box::new(TaskError::UserFunction {
+            location: TaskLocation {
+                operator: "op".into(),
+                subtask: subtask.index,
+                parallelism: 2,
+            },
+            message: "boom".into(),
+        }))
+    }
+
+    #[test]
+    fn deploys_only_when_every_slot_is_offered_spreading_subtasks() {
+        let (mut jm, _rx) = master();
+        assert_eq!(jm.slots_needed(), 2);
+        assert!(jm.on_slot_offer(1, 0).is_empty());
+        let commands = jm.on_slot_offer(0, 0);
+        let mut placed = deployed(&commands);
+        placed.sort();
+        // Slot order (slot index, executor): subtask 0 -> executor 0, subtask 1 -> executor 1.
+        assert_eq!(
+            placed,
+            vec![
+                (
+                    0,
+                    SubtaskId {
+                        vertex: 0,
+                        index: 0
+                    }
+                ),
+                (
+                    0,
+                    SubtaskId {
+                        vertex: 1,
+                        index: 0
+                    }
+                ),
+                (
+                    1,
+                    SubtaskId {
+                        vertex: 0,
+                        index: 1
+                    }
+                ),
+                (
+                    1,
+                    SubtaskId {
+                        vertex: 1,
+                        index: 1
+                    }
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn finishes_once_after_every_subtask_and_sums_metrics() {
+        let (mut jm, _rx) = master();
+        jm.on_slot_offer(0, 0);
+        let all = deployed(&jm.on_slot_offer(1, 0));
+        let mut outcomes = 0;
+        for (i, (_, subtask)) in all.iter().enumerate() {
+            let metrics = TaskMetrics {
+                records_in: 5,
+                records_out: 5,
+                bytes_out: 80,
+            };
+            for c in jm.on_task_state(*subtask, TaskState::Finished(metrics)) {
+                if let Command::Finished(outcome) = c {
+                    assert_eq!(i, all.len() - 1, "outcome before the last subtask finished");
+                    let outcome = outcome.expect("job succeeded");
+                    assert_eq!(outcome.vertices[0].records_out, 10);
+                    outcomes += 1;
+                }
+            }
+        }
+        // A late duplicate report changes nothing.
+        assert!(jm.on_task_state(all[0].1, TaskState::Canceled).is_empty());
+        assert_eq!(outcomes, 1);
+        assert!(jm.is_done());
+    }
+
+    #[test]
+    fn first_failure_cancels_the_rest_and_is_reported() {
+        let (mut jm, _rx) = master();
+        jm.on_slot_offer(0, 0);
+        let all = deployed(&jm.on_slot_offer(1, 0));
+        let failed = all[1].1;
+        let commands = jm.on_task_state(failed, failure(failed));
+        let cancelled: Vec<SubtaskId> = commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::ToExecutor(_, ExecutorMsg::CancelTask { subtask, .. }) => Some(*subtask),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cancelled.len(), 3);
+        assert!(!cancelled.contains(&failed));
+        let mut result = None;
+        for subtask in cancelled {
+            // A second failure while cancelling does not replace the first.
+            let state = if subtask == all[2].1 {
+                failure(subtask)
+            } else {
+                TaskState::Canceled
+            };
+            for c in jm.on_task_state(subtask, state) {
+                if let Command::Finished(outcome) = c {
+                    result = Some(outcome);
+                }
+            }
+        }
+        match result.expect("an outcome") {
+            Err(JobError::TaskFailed { source, .. }) => {
+                assert_eq!(source.location().subtask, failed.index)
+            }
+            other => panic!("expected the first failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lost_executor_fails_its_subtasks() {
+        let (mut jm, _rx) = master();
+        jm.on_slot_offer(0, 0);
+        jm.on_slot_offer(1, 0);
+        let commands = jm.on_executor_lost(1, "gone");
+        let cancels = commands
+            .iter()
+            .filter(|c| matches!(c, Command::ToExecutor(0, ExecutorMsg::CancelTask { .. })))
+            .count();
+        assert_eq!(
+            cancels, 2,
+            "the subtasks on the surviving executor are cancelled"
+        );
+    }
+}
