@@ -20,8 +20,8 @@ use rheon_bench::{gb_per_s, median_duration, verdict, ChunkedCopy};
 #[derive(Parser, Debug)]
 #[command(about = "Engine-level exchange throughput between two executors on different cores")]
 struct Args {
-    /// Records per run for every size; by default 30 M (16 B), 15 M (100 B) and
-    /// 3 M (1 KiB), about 1-3 s per run.
+    /// Records per run for every size; by default 50 M (16 B), 25 M (100 B) and
+    /// 5 M (1 KiB), about 1-3 s per run.
     #[arg(long)]
     records: Option<u64>,
     /// Runs per setting; the median is printed.
@@ -46,9 +46,9 @@ const TARGET_KEYED_16B_PER_CORE: f64 = 20e6;
 
 fn default_records(size: usize) -> u64 {
     match size {
-        16 => 30_000_000,
-        100 => 15_000_000,
-        _ => 3_000_000,
+        16 => 50_000_000,
+        100 => 25_000_000,
+        _ => 5_000_000,
     }
 }
 

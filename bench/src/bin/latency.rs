@@ -173,20 +173,17 @@ fn run_once(
 
 /// Median over runs of p50, p99, p999, max (us) and records recorded.
 fn percentiles(results: &[RunResult]) -> [f64; 5] {
-    let mut out = [0.0; 5];
-    let quantile = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
-    let getters: [&dyn Fn(&Histogram<u64>) -> f64; 5] = [
-        &|h| quantile(h, 0.5),
-        &|h| quantile(h, 0.99),
-        &|h| quantile(h, 0.999),
-        &|h| h.max() as f64 / 1e3,
-        &|h| h.len() as f64,
-    ];
-    for (i, g) in getters.iter().enumerate() {
-        let v: Vec<f64> = results.iter().map(|r| g(&r.histogram)).collect();
-        out[i] = median_f64(&v);
-    }
-    out
+    let stats = |h: &Histogram<u64>| -> [f64; 5] {
+        [
+            h.value_at_quantile(0.5) as f64 / 1e3,
+            h.value_at_quantile(0.99) as f64 / 1e3,
+            h.value_at_quantile(0.999) as f64 / 1e3,
+            h.max() as f64 / 1e3,
+            h.len() as f64,
+        ]
+    };
+    let per_run: Vec<[f64; 5]> = results.iter().map(|r| stats(&r.histogram)).collect();
+    std::array::from_fn(|i| median_f64(&per_run.iter().map(|s| s[i]).collect::<Vec<_>>()))
 }
 
 fn main() -> anyhow::Result<()> {

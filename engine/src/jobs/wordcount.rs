@@ -62,7 +62,7 @@ impl ShortWord {
         Some(ShortWord(words))
     }
 
-    fn to_string(self) -> String {
+    fn into_string(self) -> String {
         let mut raw = [0u8; 32];
         for (chunk, w) in raw.chunks_exact_mut(8).zip(self.0) {
             chunk.copy_from_slice(&w.to_le_bytes());
@@ -83,7 +83,7 @@ pub struct TokenizeAndCount {
 impl TokenizeAndCount {
     fn emit_all(&mut self, out: &mut Emitter<'_, (String, u64)>) {
         for (word, count) in self.short.drain() {
-            out.emit((word.to_string(), count));
+            out.emit((word.into_string(), count));
         }
         for (word, count) in self.long.drain() {
             out.emit((word, count));
