@@ -34,8 +34,14 @@ use crate::graph::stream_graph::{NodeBody, NodeId};
 use crate::runtime::sources::{SourceDriver, SourceStep};
 use crate::runtime::writer::{OutputControl, WriterParts};
 
-/// Records a source pulls between checks of the clock and the scheduler.
-const SOURCE_BATCH_RECORDS: usize = 1024;
+/// Records a source pulls between checks of the clock.
+const SOURCE_BATCH_RECORDS: usize = 256;
+
+/// A task runs at most this long before letting the other tasks of its
+/// executor run. Yielding costs a pass through the reactor (a few us), so it
+/// is paced by time rather than by records; the interval bounds the latency a
+/// busy task adds to its neighbours.
+const YIELD_INTERVAL: Duration = Duration::from_micros(50);
 
 /// What a task needs from the executor it runs on.
 pub(crate) struct TaskEnv {
@@ -65,6 +71,7 @@ struct Task {
     blocked: Rc<Cell<bool>>,
     buffer_timeout: Duration,
     last_flush: Instant,
+    last_yield: Instant,
 }
 
 fn location(job: &JobGraph, node: NodeId, subtask: u32) -> TaskLocation {
@@ -202,6 +209,7 @@ fn build(job: &JobGraph, subtask: SubtaskId, env: &TaskEnv) -> TaskResult<Task> 
         blocked,
         buffer_timeout: env.config.buffer_timeout,
         last_flush: Instant::now(),
+        last_yield: Instant::now(),
     })
 }
 
@@ -245,14 +253,16 @@ impl Task {
         self.outputs.iter().any(|o| o.has_partial())
     }
 
-    /// Flushes if the buffer timeout has passed since the last flush.
-    fn flush_if_due(&mut self) {
-        if self.outputs.is_empty() {
-            return;
-        }
+    /// Flushes if the buffer timeout has passed since the last flush, and
+    /// yields to the executor's other tasks if this one ran long enough.
+    async fn flush_and_yield_if_due(&mut self) {
         let now = Instant::now();
-        if now.duration_since(self.last_flush) >= self.buffer_timeout {
+        if !self.outputs.is_empty() && now.duration_since(self.last_flush) >= self.buffer_timeout {
             self.flush(now);
+        }
+        if now.duration_since(self.last_yield) >= YIELD_INTERVAL {
+            futures_lite::future::yield_now().await;
+            self.last_yield = Instant::now();
         }
     }
 
@@ -286,8 +296,7 @@ impl Task {
                 }
                 SourceStep::End => break,
             }
-            self.flush_if_due();
-            glommio::yield_if_needed().await;
+            self.flush_and_yield_if_due().await;
         }
         let Head::Source(driver) = &mut self.head else {
             unreachable!()
@@ -357,8 +366,7 @@ impl Task {
                         unreachable!()
                     };
                     gate.release(channel, buffer);
-                    self.flush_if_due();
-                    glommio::yield_if_needed().await;
+                    self.flush_and_yield_if_due().await;
                 }
                 Some((_, Envelope::Event(Event::Cancel))) => {
                     return Err(Box::new(TaskError::Cancelled {
