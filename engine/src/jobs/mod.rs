@@ -2,4 +2,5 @@
 //! word count over a text file and a generator-driven throughput job.
 
 pub mod throughput;
+pub mod word_table;
 pub mod wordcount;

@@ -16,100 +16,28 @@ use crate::api::functions::OneInputOperator;
 use crate::config::EngineConfig;
 use crate::coordinator::messages::JobOutcome;
 use crate::error::JobError;
+use crate::jobs::word_table::WordTable;
 use crate::runtime::collector::Emitter;
 
 /// Distinct words a tokenizer holds before it emits its partial counts.
 pub const PARTIAL_COUNTS_MAX: usize = 1 << 16;
 
-/// A word of at most 31 bytes stored inline: the hash table compares and
-/// hashes four machine words in the bucket itself instead of chasing a heap
-/// pointer per lookup (which made word count memory-bound).
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct ShortWord([u64; 4]);
-
-impl std::hash::Hash for ShortWord {
-    /// Mixes all four words (FxHash alone leaves short words, whose tail is
-    /// zero, clustered in the table).
-    #[inline]
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        let [a, b, c, d] = self.0;
-        let mut h = a.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            ^ b.wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
-            ^ c.wrapping_mul(0x1656_67b1_9e37_79f9)
-            ^ d.wrapping_mul(0x27d4_eb2f_1656_67c5);
-        h ^= h >> 32;
-        h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        h ^= h >> 29;
-        state.write_u64(h);
-    }
-}
-
-impl ShortWord {
-    const CAPACITY: usize = 31;
-
-    fn new(word: &str) -> Option<Self> {
-        let bytes = word.as_bytes();
-        if bytes.len() > Self::CAPACITY {
-            return None;
-        }
-        let mut raw = [0u8; 32];
-        raw[..bytes.len()].copy_from_slice(bytes);
-        raw[31] = bytes.len() as u8;
-        let mut words = [0u64; 4];
-        for (w, chunk) in words.iter_mut().zip(raw.chunks_exact(8)) {
-            *w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-        }
-        Some(ShortWord(words))
-    }
-
-    fn into_string(self) -> String {
-        let mut raw = [0u8; 32];
-        for (chunk, w) in raw.chunks_exact_mut(8).zip(self.0) {
-            chunk.copy_from_slice(&w.to_le_bytes());
-        }
-        let len = raw[31] as usize;
-        String::from_utf8(raw[..len].to_vec()).expect("built from a str")
-    }
-}
+/// Slots of a tokenizer's table: it emits its partial counts when half full.
+const WORD_TABLE_SLOTS: usize = 2 * PARTIAL_COUNTS_MAX;
 
 /// Splits lines into lower-cased words and counts them locally.
 #[derive(Clone, Default)]
 pub struct TokenizeAndCount {
-    short: FxHashMap<ShortWord, u64>,
-    long: FxHashMap<String, u64>,
+    /// Allocated on first use, so the operator is cheap to clone per subtask.
+    table: Option<WordTable>,
     word: String,
 }
 
 impl TokenizeAndCount {
     fn emit_all(&mut self, out: &mut Emitter<'_, (String, u64)>) {
-        for (word, count) in self.short.drain() {
-            out.emit((word.into_string(), count));
+        if let Some(table) = &mut self.table {
+            table.drain(|word, count| out.emit((word, count)));
         }
-        for (word, count) in self.long.drain() {
-            out.emit((word, count));
-        }
-    }
-
-    #[inline]
-    fn count_word(
-        short: &mut FxHashMap<ShortWord, u64>,
-        long: &mut FxHashMap<String, u64>,
-        word: &str,
-    ) {
-        match ShortWord::new(word) {
-            Some(key) => *short.entry(key).or_insert(0) += 1,
-            None => {
-                if let Some(count) = long.get_mut(word) {
-                    *count += 1;
-                } else {
-                    long.insert(word.to_owned(), 1);
-                }
-            }
-        }
-    }
-
-    fn distinct(&self) -> usize {
-        self.short.len() + self.long.len()
     }
 }
 
@@ -203,9 +131,11 @@ pub fn for_each_word(line: &str, scratch: &mut String, mut f: impl FnMut(&str)) 
 
 impl OneInputOperator<String, (String, u64)> for TokenizeAndCount {
     fn process(&mut self, line: String, out: &mut Emitter<'_, (String, u64)>) {
-        let (short, long) = (&mut self.short, &mut self.long);
-        for_each_word(&line, &mut self.word, |w| Self::count_word(short, long, w));
-        if self.distinct() >= PARTIAL_COUNTS_MAX {
+        let table = self
+            .table
+            .get_or_insert_with(|| WordTable::with_capacity(WORD_TABLE_SLOTS));
+        for_each_word(&line, &mut self.word, |w| table.add(w));
+        if table.is_full() {
             self.emit_all(out);
         }
     }
