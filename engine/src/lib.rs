@@ -11,6 +11,7 @@ pub mod coordinator;
 pub mod error;
 pub mod graph;
 pub mod jobs;
+pub mod nexmark;
 pub mod runtime;
 
 pub use api::env::StreamEnv;

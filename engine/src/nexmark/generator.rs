@@ -1,0 +1,807 @@
+//! The Nexmark event generator: [`event`]`(config, n)` is a pure function of the
+//! configuration and the event number, so any number of parallel generators produce,
+//! between them, exactly the stream one generator produces (generator `i` of `p` takes
+//! the stream positions `q ≡ i (mod p)`, see [`events_for_generator`]).
+//!
+//! # What follows the reference
+//!
+//! The reference is `nexmark-flink/.../generator/` of the `nexmark/nexmark` repository
+//! (itself derived from Apache Beam's Nexmark). Followed exactly, with its defaults:
+//! - Kind by `n % 50` (proportions 1 : 3 : 46 configurable): `< 1` person, `< 4`
+//!   auction, else bid.
+//! - Ids: a person event's id is `lastBase0PersonId(n) + 1000`, an auction's
+//!   `lastBase0AuctionId(n) + 1000` (ids are dense and grow with `n`). Random person
+//!   references pick among the last `num_active_people` (1000) people plus 10 ids
+//!   *ahead* of the newest person (`PERSON_ID_LEAD`); random auction references among
+//!   the last `num_in_flight_auctions` (100) auctions plus 10 ids ahead
+//!   (`AUCTION_ID_LEAD`). So, as in the reference, a bid may name a person or auction
+//!   up to 10 ids beyond the newest one generated so far.
+//! - Hot keys: a bid is for the "hot" auction (the first of the newest batch of 100
+//!   auctions) unless `below(hot_auction_ratio = 2) == 0`; by the hot bidder (second
+//!   person of the newest batch of 100) unless `below(hot_bidders_ratio = 4) == 0`; an
+//!   auction's seller is the hot seller (first of the newest batch of 100) unless
+//!   `below(hot_sellers_ratio = 4) == 0`.
+//! - Values: names from the reference's 11 first and 9 last names; email
+//!   `<string up to 7>@<string up to 5>.com`; credit card four `%04d` groups; city from
+//!   the reference's 10 cities, state from AZ, CA, ID, OR, WA, WY; category
+//!   `10 + below(5)`; price `round(10^(U*6) * 100)` (Java `Math.round`); reserve =
+//!   initial bid + another price; item name a string of up to 20 characters,
+//!   description up to 100 (the reference's `nextString`: length `3 + below(max-3)`,
+//!   each character a space with probability 1/13 else `a..z`, then trimmed).
+//! - Channels: with probability 1/2 one of Google, Facebook, Baidu, Apple (each with
+//!   one fixed URL), else `channel-<k>` for `k = below(10000)` with a fixed per-channel
+//!   URL `https://www.nexmark.com/<s>/<s>/<s>/item.htm?query=1` (`<s>` a 3–4 character
+//!   string with `_` as the special character), to which 9 channels in 10 append
+//!   `&channel_id=<abs(Integer.reverse(k))>` (Java 32-bit semantics, so channel 1 gets
+//!   `-2147483648`).
+//! - `extra`: the reference's `nextExtra`: with `d = avg - current_size`,
+//!   `delta = round(0.2 d)`, length `d - delta + below(2 delta)`, characters from the
+//!   reference's `nextExactString` (six characters per signed 32-bit draw, `'a' + r % 26`
+//!   with Java's truncating remainder, so negative draws give `H..a`, including `\`).
+//!   `current_size` is counted as the reference does: person `8 + len(name, email,
+//!   credit card, city, state)`; auction `8 + len(name, description) + 40`; bid `32`.
+//!   The reference never added `channel` and `url` to the bid's count, so a bid's
+//!   "model size" averages 100 B but it really carries about 70 B more (its
+//!   [`Codec`](crate::Codec) encoding averages about 185 B), in every system that uses
+//!   the reference generator.
+//! - Event time: `timestampForEvent(k) = base + (long)(k * delay_us) / 1000` with
+//!   `delay_us = 1e6 / first_event_rate * num_generators` (f64, in that order).
+//! - Auction expiry: `date_time + 1 + below(max(2 * horizon, 1))` where `horizon` is the
+//!   time until the event `in_flight * total / auction_proportion` (1666) events later
+//!   on the same timeline. At the benchmark's 10 M events/s the horizon (0.17 ms)
+//!   rounds to 0 or 1 ms, so auctions last 1 or 2 ms, exactly as in the reference.
+//! - Out-of-order groups: stream position `p` of a timeline carries event number
+//!   `(p / s) * s + (p * 953) % s` for group size `s` (a permutation inside each group
+//!   unless `s` is a multiple of 953, where the reference repeats events; so does this).
+//!   Watermarks follow the reference: the timestamp of event number `(p / s) * s`.
+//!
+//! # Where this differs, and why
+//!
+//! - **Randomness.** Beam seeds a `java.util.Random` with the event id; the current
+//!   nexmark-flink generator holds one unseeded `Random` per generator, so its output is
+//!   not reproducible at all. Here every event draws from SplitMix64 seeded by
+//!   `(seed, n)`, and `below(n)` is a multiply-shift reduction. Distributions are the
+//!   reference's; individual values are not, so outputs can only be compared
+//!   statistically or through the JSON file ([`super::json`]).
+//! - **Channel URLs** are derived from `(seed, channel)` instead of an unseeded
+//!   `Random` at class load, so they too are deterministic.
+//! - **Several generators.** The reference gives each of `num_generators` generators a
+//!   contiguous *chunk* of event ids on its own timeline (local event `k` at
+//!   `base + k * delay`). Here timeline `g` holds the event numbers `n ≡ g (mod G)` and
+//!   local number `k = n / G`, so `timestamp(n) = base + (long)((n / G) * delay_us) /
+//!   1000`. With `G = 1` (the default) this is exactly the reference; with `G > 1` each
+//!   timeline runs at `rate / G` as in the reference, and ids still grow with time.
+//!   `num_generators` is a property of the configuration, not of how many tasks
+//!   generate: any parallelism produces the same events.
+//! - **Ids start at event number 0** (the first event is a person). The Flink source
+//!   starts at event id 1, so its first event is an auction.
+//! - **Bidder ids.** Some versions of the reference's `BidGenerator` add
+//!   `FIRST_PERSON_ID` to the bidder twice (bidders 1000 ids beyond every person); this
+//!   follows Beam and the older reference and adds it once.
+//! - Not implemented: rate shapes other than a constant rate, extended-bid mode,
+//!   wall-clock pacing (the caller paces), and the `occasionalDelaySec` option (unused
+//!   by the reference generator too).
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use super::model::{Auction, Bid, Event, Person};
+
+/// First person id (the reference's `FIRST_PERSON_ID`).
+pub const FIRST_PERSON_ID: u64 = 1000;
+/// First auction id (the reference's `FIRST_AUCTION_ID`).
+pub const FIRST_AUCTION_ID: u64 = 1000;
+/// First category id; categories are `FIRST_CATEGORY_ID..FIRST_CATEGORY_ID + NUM_CATEGORIES`.
+pub const FIRST_CATEGORY_ID: u64 = 10;
+/// Number of categories.
+pub const NUM_CATEGORIES: u64 = 5;
+/// Person ids a random reference may run ahead of the newest person.
+pub const PERSON_ID_LEAD: u64 = 10;
+/// Auction ids a random reference may run ahead of the newest auction.
+pub const AUCTION_ID_LEAD: u64 = 10;
+/// Hot sellers, bidders and auctions are one id in this many.
+pub const HOT_BATCH: u64 = 100;
+/// Number of non-hot channels.
+pub const NUM_CHANNELS: u64 = 10_000;
+/// The hot channels.
+pub const HOT_CHANNELS: [&str; 4] = ["Google", "Facebook", "Baidu", "Apple"];
+/// States people live in.
+pub const US_STATES: [&str; 6] = ["AZ", "CA", "ID", "OR", "WA", "WY"];
+/// Cities people live in.
+pub const US_CITIES: [&str; 10] = [
+    "Phoenix",
+    "Los Angeles",
+    "San Francisco",
+    "Boise",
+    "Portland",
+    "Bend",
+    "Redmond",
+    "Seattle",
+    "Kent",
+    "Cheyenne",
+];
+const FIRST_NAMES: [&str; 11] = [
+    "Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie", "Sarah", "Deiter", "Walter",
+];
+const LAST_NAMES: [&str; 9] = [
+    "Shultz", "Abrams", "Spencer", "White", "Bartels", "Walton", "Smith", "Jones", "Noris",
+];
+/// One in this many bids uses a non-hot channel (the reference's `HOT_CHANNELS_RATIO`).
+const HOT_CHANNELS_RATIO: u64 = 2;
+/// The reference's multiplier that scrambles positions inside an out-of-order group.
+const OUT_OF_ORDER_MULTIPLIER: u64 = 953;
+/// Default base time: 2015-07-15T00:00:00Z (Beam Nexmark's base time).
+pub const DEFAULT_BASE_TIME_MS: i64 = 1_436_918_400_000;
+
+/// Parameters of the generated stream. [`Default`] gives the benchmark suite's values.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GeneratorConfig {
+    /// Events per second over all timelines (event time). Default 10,000,000.
+    pub first_event_rate: u64,
+    /// Number of events in the stream; 0 means unbounded. Informational for the
+    /// callers' loops: [`event`] and [`events`] accept any number or range.
+    pub num_events: u64,
+    /// Event time of event 0, ms since the epoch.
+    pub base_time_ms: i64,
+    /// Number of event-time timelines (the reference's `numEventGenerators`). Default 1.
+    pub num_generators: u64,
+    /// Events per out-of-order group; 1 (the default) keeps the stream in order.
+    pub out_of_order_group_size: u64,
+    /// Seed of all randomness. Default 0.
+    pub seed: u64,
+    /// Persons per `total_proportion()` events. Default 1.
+    pub person_proportion: u64,
+    /// Auctions per `total_proportion()` events. Default 3.
+    pub auction_proportion: u64,
+    /// Bids per `total_proportion()` events. Default 46.
+    pub bid_proportion: u64,
+    /// Average "model size" of a person, bytes. Default 200.
+    pub avg_person_byte_size: u64,
+    /// Average "model size" of an auction, bytes. Default 500.
+    pub avg_auction_byte_size: u64,
+    /// Average "model size" of a bid, bytes. Default 100.
+    pub avg_bid_byte_size: u64,
+    /// Default 2.
+    pub hot_auction_ratio: u64,
+    /// Default 4.
+    pub hot_sellers_ratio: u64,
+    /// Default 4.
+    pub hot_bidders_ratio: u64,
+    /// People considered for random seller and bidder references. Default 1000.
+    pub num_active_people: u64,
+    /// Auctions considered for random bid references. Default 100.
+    pub num_in_flight_auctions: u64,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        GeneratorConfig {
+            first_event_rate: 10_000_000,
+            num_events: 0,
+            base_time_ms: DEFAULT_BASE_TIME_MS,
+            num_generators: 1,
+            out_of_order_group_size: 1,
+            seed: 0,
+            person_proportion: 1,
+            auction_proportion: 3,
+            bid_proportion: 46,
+            avg_person_byte_size: 200,
+            avg_auction_byte_size: 500,
+            avg_bid_byte_size: 100,
+            hot_auction_ratio: 2,
+            hot_sellers_ratio: 4,
+            hot_bidders_ratio: 4,
+            num_active_people: 1000,
+            num_in_flight_auctions: 100,
+        }
+    }
+}
+
+/// Which kind of event an event number produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Person,
+    Auction,
+    Bid,
+}
+
+impl GeneratorConfig {
+    /// Checks that every divisor and range is non-empty.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("first_event_rate", self.first_event_rate),
+            ("num_generators", self.num_generators),
+            ("out_of_order_group_size", self.out_of_order_group_size),
+            ("person_proportion", self.person_proportion),
+            ("auction_proportion", self.auction_proportion),
+            ("bid_proportion", self.bid_proportion),
+            ("hot_auction_ratio", self.hot_auction_ratio),
+            ("hot_sellers_ratio", self.hot_sellers_ratio),
+            ("hot_bidders_ratio", self.hot_bidders_ratio),
+            ("num_active_people", self.num_active_people),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(format!(
+                    "invalid Nexmark generator config: {name} must be at least 1"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Events per proportion cycle (50 by default).
+    pub fn total_proportion(&self) -> u64 {
+        self.person_proportion + self.auction_proportion + self.bid_proportion
+    }
+
+    /// Event-time delay between consecutive events of one timeline, in microseconds.
+    pub fn inter_event_delay_us(&self) -> f64 {
+        1_000_000.0 / self.first_event_rate as f64 * self.num_generators as f64
+    }
+
+    /// Event time of local event number `k` on any timeline (`timestampForEvent`).
+    fn local_timestamp_ms(&self, k: u64) -> i64 {
+        self.base_time_ms + ((k as f64 * self.inter_event_delay_us()) as i64) / 1000
+    }
+
+    /// Event time of event number `n`.
+    pub fn timestamp_ms(&self, n: u64) -> i64 {
+        self.local_timestamp_ms(n / self.num_generators)
+    }
+
+    /// The kind of event number `n`.
+    pub fn event_kind(&self, n: u64) -> EventKind {
+        let rem = n % self.total_proportion();
+        if rem < self.person_proportion {
+            EventKind::Person
+        } else if rem < self.person_proportion + self.auction_proportion {
+            EventKind::Auction
+        } else {
+            EventKind::Bid
+        }
+    }
+
+    /// The event number emitted at stream position `position` (equal to it when
+    /// `out_of_order_group_size` is 1).
+    pub fn event_number_at(&self, position: u64) -> u64 {
+        let g = self.num_generators;
+        let s = self.out_of_order_group_size;
+        let (timeline, p) = (position % g, position / g);
+        let adjusted = (p / s) * s + ((p % s) * (OUT_OF_ORDER_MULTIPLIER % s)) % s;
+        adjusted * g + timeline
+    }
+
+    /// Watermark after emitting stream position `position`: no later position of the
+    /// same timeline carries an earlier event time.
+    pub fn watermark_ms(&self, position: u64) -> i64 {
+        let s = self.out_of_order_group_size;
+        let p = position / self.num_generators;
+        self.local_timestamp_ms((p / s) * s)
+    }
+
+    fn last_base0_person_id(&self, n: u64) -> u64 {
+        let total = self.total_proportion();
+        let (epoch, offset) = (n / total, n % total);
+        epoch * self.person_proportion + offset.min(self.person_proportion - 1)
+    }
+
+    /// -1 before the first auction.
+    fn last_base0_auction_id(&self, n: u64) -> i64 {
+        let total = self.total_proportion();
+        let (mut epoch, mut offset) = ((n / total) as i64, (n % total) as i64);
+        let (pp, ap) = (
+            self.person_proportion as i64,
+            self.auction_proportion as i64,
+        );
+        if offset < pp {
+            epoch -= 1;
+            offset = ap - 1;
+        } else if offset >= pp + ap {
+            offset = ap - 1;
+        } else {
+            offset -= pp;
+        }
+        epoch * ap + offset
+    }
+
+    fn next_base0_person_id(&self, rng: &mut Rng, n: u64) -> u64 {
+        let num_people = self.last_base0_person_id(n) + 1;
+        let active = num_people.min(self.num_active_people);
+        num_people - active + rng.below(active + PERSON_ID_LEAD)
+    }
+
+    fn next_base0_auction_id(&self, rng: &mut Rng, n: u64) -> u64 {
+        let max = self.last_base0_auction_id(n).max(0) as u64;
+        let min = max.saturating_sub(self.num_in_flight_auctions);
+        min + rng.below(max - min + 1 + AUCTION_ID_LEAD)
+    }
+}
+
+/// SplitMix64 finalizer.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+const DOMAIN_EVENT: u64 = 0x0045_5645_4e54; // "EVENT"
+const DOMAIN_HOT_URL: u64 = 0x484f_5455_524c; // "HOTURL"
+const DOMAIN_CHANNEL: u64 = 0x0043_4841_4e4e_454c; // "CHANNEL"
+
+/// SplitMix64 stream keyed by (seed, domain, index).
+struct Rng(u64);
+
+impl Rng {
+    fn keyed(seed: u64, domain: u64, index: u64) -> Rng {
+        Rng(mix64(mix64(seed ^ mix64(domain)) ^ index))
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(GOLDEN_GAMMA);
+        mix64(self.0)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+
+    fn index(&mut self, len: usize) -> usize {
+        self.below(len as u64) as usize
+    }
+
+    /// Uniform in `[0, 1)`.
+    fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    fn next_i32(&mut self) -> i32 {
+        (self.next_u64() >> 32) as u32 as i32
+    }
+}
+
+/// The reference's `nextString(maxLength, special)`.
+fn next_string(rng: &mut Rng, max_len: u64, special: char) -> String {
+    let len = 3 + rng.below(max_len - 3);
+    let mut s = String::with_capacity(len as usize);
+    for _ in 0..len {
+        if rng.below(13) == 0 {
+            s.push(special);
+        } else {
+            s.push(char::from(b'a' + rng.below(26) as u8));
+        }
+    }
+    // Java's trim(): strips leading and trailing characters <= ' '.
+    let trimmed = s.trim_matches(|c: char| c <= ' ');
+    if trimmed.len() == s.len() {
+        s
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+/// The reference's `nextExactString`, including its signed remainder.
+fn next_exact_string(rng: &mut Rng, len: u64) -> String {
+    let mut s = String::with_capacity(len as usize);
+    let (mut rnd, mut left) = (0i32, 0u32);
+    for _ in 0..len {
+        if left == 0 {
+            rnd = rng.next_i32();
+            left = 6;
+        }
+        s.push(char::from((i32::from(b'a') + rnd % 26) as u8));
+        rnd /= 26;
+        left -= 1;
+    }
+    s
+}
+
+/// Java's `Math.round(double)` for the non-negative values used here.
+fn java_round(x: f64) -> u64 {
+    (x + 0.5).floor() as u64
+}
+
+/// The reference's `nextExtra`: pads `current_size` to `avg_size` on average.
+fn next_extra(rng: &mut Rng, current_size: u64, avg_size: u64) -> String {
+    if current_size > avg_size {
+        return String::new();
+    }
+    let wanted = avg_size - current_size;
+    let delta = java_round(wanted as f64 * 0.2);
+    let size = wanted - delta + if delta == 0 { 0 } else { rng.below(2 * delta) };
+    next_exact_string(rng, size)
+}
+
+/// The reference's `nextPrice`.
+fn next_price(rng: &mut Rng) -> u64 {
+    java_round(10f64.powf(rng.next_f64() * 6.0) * 100.0)
+}
+
+fn base_url(rng: &mut Rng) -> String {
+    let mut url = String::from("https://www.nexmark.com/");
+    for _ in 0..3 {
+        url.push_str(&next_string(rng, 5, '_'));
+        url.push('/');
+    }
+    url.push_str("item.htm?query=1");
+    url
+}
+
+fn hot_url(seed: u64, i: usize) -> String {
+    base_url(&mut Rng::keyed(seed, DOMAIN_HOT_URL, i as u64))
+}
+
+fn channel_and_url(seed: u64, k: u64) -> (String, String) {
+    let mut rng = Rng::keyed(seed, DOMAIN_CHANNEL, k);
+    let mut url = base_url(&mut rng);
+    if rng.below(10) > 0 {
+        // Java: Math.abs(Integer.reverse(k)), with int overflow.
+        let id = (k as i32).reverse_bits().wrapping_abs();
+        url.push_str("&channel_id=");
+        url.push_str(&id.to_string());
+    }
+    (format!("channel-{k}"), url)
+}
+
+/// Precomputed channel names and URLs for one seed (a pure cache of
+/// `channel_and_url`).
+#[derive(Debug)]
+struct ChannelTable {
+    hot_urls: Vec<String>,
+    channels: Vec<(String, String)>,
+}
+
+impl ChannelTable {
+    fn new(seed: u64) -> Self {
+        ChannelTable {
+            hot_urls: (0..HOT_CHANNELS.len()).map(|i| hot_url(seed, i)).collect(),
+            channels: (0..NUM_CHANNELS)
+                .map(|k| channel_and_url(seed, k))
+                .collect(),
+        }
+    }
+}
+
+fn next_person(c: &GeneratorConfig, rng: &mut Rng, n: u64, ts: i64) -> Person {
+    let id = c.last_base0_person_id(n) + FIRST_PERSON_ID;
+    let first = FIRST_NAMES[rng.index(FIRST_NAMES.len())];
+    let last = LAST_NAMES[rng.index(LAST_NAMES.len())];
+    let name = format!("{first} {last}");
+    let user = next_string(rng, 7, ' ');
+    let domain = next_string(rng, 5, ' ');
+    let email_address = format!("{user}@{domain}.com");
+    let mut credit_card = String::with_capacity(19);
+    for i in 0..4 {
+        if i > 0 {
+            credit_card.push(' ');
+        }
+        credit_card.push_str(&format!("{:04}", rng.below(10_000)));
+    }
+    let city = US_CITIES[rng.index(US_CITIES.len())].to_owned();
+    let state = US_STATES[rng.index(US_STATES.len())].to_owned();
+    let current =
+        8 + name.len() + email_address.len() + credit_card.len() + city.len() + state.len();
+    let extra = next_extra(rng, current as u64, c.avg_person_byte_size);
+    Person {
+        id,
+        name,
+        email_address,
+        credit_card,
+        city,
+        state,
+        date_time: ts,
+        extra,
+    }
+}
+
+fn next_auction(c: &GeneratorConfig, rng: &mut Rng, n: u64, ts: i64) -> Auction {
+    let id = c.last_base0_auction_id(n).max(0) as u64 + FIRST_AUCTION_ID;
+    let seller = if rng.below(c.hot_sellers_ratio) > 0 {
+        (c.last_base0_person_id(n) / HOT_BATCH) * HOT_BATCH
+    } else {
+        c.next_base0_person_id(rng, n)
+    } + FIRST_PERSON_ID;
+    let category = FIRST_CATEGORY_ID + rng.below(NUM_CATEGORIES);
+    let initial_bid = next_price(rng);
+    // Length: on average the time until `num_in_flight_auctions` more auctions exist.
+    let local = n / c.num_generators;
+    let events_for_auctions =
+        c.num_in_flight_auctions * c.total_proportion() / c.auction_proportion;
+    let horizon_ms = c.local_timestamp_ms(local + events_for_auctions) - ts;
+    let expires = ts + 1 + rng.below(horizon_ms.saturating_mul(2).max(1) as u64) as i64;
+    let item_name = next_string(rng, 20, ' ');
+    let description = next_string(rng, 100, ' ');
+    let reserve = initial_bid + next_price(rng);
+    let current = 8 + item_name.len() + description.len() + 40;
+    let extra = next_extra(rng, current as u64, c.avg_auction_byte_size);
+    Auction {
+        id,
+        item_name,
+        description,
+        initial_bid,
+        reserve,
+        date_time: ts,
+        expires,
+        seller,
+        category,
+        extra,
+    }
+}
+
+fn next_bid(
+    c: &GeneratorConfig,
+    table: Option<&ChannelTable>,
+    rng: &mut Rng,
+    n: u64,
+    ts: i64,
+) -> Bid {
+    let auction = if rng.below(c.hot_auction_ratio) > 0 {
+        (c.last_base0_auction_id(n).max(0) as u64 / HOT_BATCH) * HOT_BATCH
+    } else {
+        c.next_base0_auction_id(rng, n)
+    } + FIRST_AUCTION_ID;
+    let bidder = if rng.below(c.hot_bidders_ratio) > 0 {
+        (c.last_base0_person_id(n) / HOT_BATCH) * HOT_BATCH + 1
+    } else {
+        c.next_base0_person_id(rng, n)
+    } + FIRST_PERSON_ID;
+    let price = next_price(rng);
+    let (channel, url) = if rng.below(HOT_CHANNELS_RATIO) > 0 {
+        let i = rng.index(HOT_CHANNELS.len());
+        let url = match table {
+            Some(t) => t.hot_urls[i].clone(),
+            None => hot_url(c.seed, i),
+        };
+        (HOT_CHANNELS[i].to_owned(), url)
+    } else {
+        let k = rng.below(NUM_CHANNELS);
+        match table {
+            Some(t) => t.channels[k as usize].clone(),
+            None => channel_and_url(c.seed, k),
+        }
+    };
+    let extra = next_extra(rng, 32, c.avg_bid_byte_size);
+    Bid {
+        auction,
+        bidder,
+        price,
+        channel,
+        url,
+        date_time: ts,
+        extra,
+    }
+}
+
+fn generate(c: &GeneratorConfig, table: Option<&ChannelTable>, n: u64) -> Event {
+    let mut rng = Rng::keyed(c.seed, DOMAIN_EVENT, n);
+    let ts = c.timestamp_ms(n);
+    match c.event_kind(n) {
+        EventKind::Person => Event::Person(next_person(c, &mut rng, n, ts)),
+        EventKind::Auction => Event::Auction(next_auction(c, &mut rng, n, ts)),
+        EventKind::Bid => Event::Bid(next_bid(c, table, &mut rng, n, ts)),
+    }
+}
+
+fn assert_valid(config: &GeneratorConfig) {
+    if let Err(e) = config.validate() {
+        panic!("{e}");
+    }
+}
+
+/// Event number `n`: a pure function of `(config, n)`.
+///
+/// # Panics
+/// If `config.validate()` fails.
+pub fn event(config: &GeneratorConfig, n: u64) -> Event {
+    assert_valid(config);
+    generate(config, None, n)
+}
+
+/// The events at stream positions `range`, in stream order (the event numbers of
+/// `range` itself unless `out_of_order_group_size > 1`).
+///
+/// # Panics
+/// If `config.validate()` fails.
+pub fn events(config: &GeneratorConfig, range: Range<u64>) -> impl Iterator<Item = Event> {
+    assert_valid(config);
+    let config = config.clone();
+    range.map(move |q| generate(&config, None, config.event_number_at(q)))
+}
+
+/// The share of generator `index` of `count`: the positions `q` in `range` with
+/// `q % count == index`, in order. The shares of `0..count` partition `range`.
+///
+/// # Panics
+/// If `config.validate()` fails, `count == 0` or `index >= count`.
+pub fn events_for_generator(
+    config: &GeneratorConfig,
+    range: Range<u64>,
+    index: u64,
+    count: u64,
+) -> impl Iterator<Item = Event> {
+    assert_valid(config);
+    let config = config.clone();
+    positions_for(range, index, count)
+        .map(move |q| generate(&config, None, config.event_number_at(q)))
+}
+
+fn positions_for(range: Range<u64>, index: u64, count: u64) -> impl Iterator<Item = u64> {
+    assert!(
+        index < count,
+        "generator index {index} is not below the generator count {count}"
+    );
+    let first = range.start + (index + count - range.start % count) % count;
+    (first..range.end.max(first)).step_by(count as usize)
+}
+
+/// A generator with its channel table precomputed (about 10,000 URLs, built once):
+/// the same events as [`event`], produced faster. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Generator {
+    config: GeneratorConfig,
+    channels: Arc<ChannelTable>,
+}
+
+impl Generator {
+    /// Validates `config` and builds the channel table.
+    pub fn new(config: GeneratorConfig) -> Result<Self, String> {
+        config.validate()?;
+        let channels = Arc::new(ChannelTable::new(config.seed));
+        Ok(Generator { config, channels })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GeneratorConfig {
+        &self.config
+    }
+
+    /// Event number `n`; equal to [`event`]`(self.config(), n)`.
+    pub fn event(&self, n: u64) -> Event {
+        generate(&self.config, Some(&self.channels), n)
+    }
+
+    /// The event at stream position `position`.
+    pub fn event_at(&self, position: u64) -> Event {
+        self.event(self.config.event_number_at(position))
+    }
+
+    /// Like [`events`].
+    pub fn events(&self, range: Range<u64>) -> impl Iterator<Item = Event> + '_ {
+        range.map(move |q| self.event_at(q))
+    }
+
+    /// Like [`events_for_generator`].
+    ///
+    /// # Panics
+    /// If `count == 0` or `index >= count`.
+    pub fn events_for_generator(
+        &self,
+        range: Range<u64>,
+        index: u64,
+        count: u64,
+    ) -> impl Iterator<Item = Event> + '_ {
+        positions_for(range, index, count).map(move |q| self.event_at(q))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_follow_the_reference_bookkeeping() {
+        let c = GeneratorConfig::default();
+        // Event 0 is person 0, events 1..4 are auctions 0..3, 4..50 bids.
+        assert_eq!(c.last_base0_person_id(0), 0);
+        assert_eq!(c.last_base0_person_id(49), 0);
+        assert_eq!(c.last_base0_person_id(50), 1);
+        assert_eq!(c.last_base0_auction_id(0), -1);
+        assert_eq!(c.last_base0_auction_id(1), 0);
+        assert_eq!(c.last_base0_auction_id(3), 2);
+        assert_eq!(c.last_base0_auction_id(4), 2);
+        assert_eq!(c.last_base0_auction_id(50), 2);
+        assert_eq!(c.last_base0_auction_id(51), 3);
+        match event(&c, 50) {
+            Event::Person(p) => assert_eq!(p.id, 1001),
+            e => panic!("{e:?}"),
+        }
+        match event(&c, 53) {
+            Event::Auction(a) => assert_eq!(a.id, 1005),
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn exact_string_uses_java_signed_remainder() {
+        let mut rng = Rng::keyed(1, 2, 3);
+        let s = next_exact_string(&mut rng, 60_000);
+        assert_eq!(s.len(), 60_000);
+        assert!(s.bytes().all(|b| (b'H'..=b'z').contains(&b)), "{s}");
+        // Both halves of the range occur.
+        assert!(s.bytes().any(|b| b < b'a') && s.bytes().any(|b| b > b'a'));
+    }
+
+    #[test]
+    fn next_string_respects_bounds() {
+        let mut rng = Rng::keyed(0, 0, 0);
+        for _ in 0..10_000 {
+            let s = next_string(&mut rng, 20, ' ');
+            assert!(s.len() < 20);
+            assert!(!s.starts_with(' ') && !s.ends_with(' '));
+        }
+    }
+
+    #[test]
+    fn prices_span_one_dollar_to_a_million() {
+        let mut rng = Rng::keyed(0, 0, 1);
+        let prices: Vec<u64> = (0..100_000).map(|_| next_price(&mut rng)).collect();
+        assert!(prices.iter().all(|&p| (100..=100_000_000).contains(&p)));
+        // log-uniform: about a sixth below 10^3 cents.
+        let low = prices.iter().filter(|&&p| p < 1000).count();
+        assert!((15_000..18_500).contains(&low), "{low}");
+    }
+
+    #[test]
+    fn channel_ids_use_java_int_reverse() {
+        assert_eq!((1i32).reverse_bits().wrapping_abs(), i32::MIN);
+        assert_eq!((2i32).reverse_bits().wrapping_abs(), 1 << 30);
+        let (name, url) = channel_and_url(0, 42);
+        assert_eq!(name, "channel-42");
+        assert!(url.starts_with("https://www.nexmark.com/"), "{url}");
+        assert!(url.contains("/item.htm?query=1"), "{url}");
+    }
+
+    #[test]
+    fn table_and_direct_paths_agree() {
+        let c = GeneratorConfig {
+            seed: 99,
+            ..GeneratorConfig::default()
+        };
+        let g = Generator::new(c.clone()).unwrap();
+        for n in 0..5_000 {
+            assert_eq!(g.event(n), event(&c, n), "event {n}");
+        }
+    }
+
+    #[test]
+    fn out_of_order_groups_permute_within_groups() {
+        let c = GeneratorConfig {
+            out_of_order_group_size: 10,
+            ..GeneratorConfig::default()
+        };
+        let mut numbers: Vec<u64> = (0..1000).map(|q| c.event_number_at(q)).collect();
+        assert_ne!(numbers, (0..1000).collect::<Vec<_>>());
+        for (q, &n) in numbers.iter().enumerate() {
+            assert_eq!(n / 10, q as u64 / 10);
+            assert!(c.timestamp_ms(n) >= c.watermark_ms(q as u64));
+        }
+        numbers.sort_unstable();
+        assert_eq!(numbers, (0..1000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn positions_partition_ranges() {
+        for count in 1..5 {
+            for start in 0..7 {
+                let mut all: Vec<u64> = (0..count)
+                    .flat_map(|i| positions_for(start..start + 23, i, count))
+                    .collect();
+                all.sort_unstable();
+                assert_eq!(all, (start..start + 23).collect::<Vec<_>>());
+            }
+        }
+        assert_eq!(positions_for(5..5, 1, 3).count(), 0);
+    }
+
+    #[test]
+    fn invalid_config_is_reported() {
+        let c = GeneratorConfig {
+            num_generators: 0,
+            ..GeneratorConfig::default()
+        };
+        let err = Generator::new(c).unwrap_err();
+        assert!(err.contains("num_generators"), "{err}");
+    }
+}
