@@ -26,3 +26,4 @@ pub use error::{JobError, TaskError, TaskLocation};
 pub use graph::stream_graph::Data;
 pub use rheon_net::codec::Codec;
 pub use runtime::collector::{Collector, Emitter};
+pub use runtime::watermark::{WatermarkStrategy, WATERMARK_MAX, WATERMARK_MIN};

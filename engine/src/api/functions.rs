@@ -48,6 +48,9 @@ pub trait SourceFunction<T>: 'static {
 pub trait OneInputOperator<I, O>: Clone + Send + Sync + 'static {
     fn process(&mut self, record: I, out: &mut Emitter<'_, O>);
     fn finish(&mut self, _out: &mut Emitter<'_, O>) {}
+    /// The event-time watermark advanced; what is emitted here goes out before
+    /// the watermark is forwarded.
+    fn on_watermark(&mut self, _watermark: i64, _out: &mut Emitter<'_, O>) {}
 }
 
 /// A keyed process function with one value state per key, cloned into every

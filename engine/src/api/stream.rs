@@ -26,6 +26,7 @@ use crate::runtime::operators::{
     CollectSink, DiscardSink, Filter, FlatMap, KeyedProcess, KeyedReduce, KeyedSum, LineSink, Map,
     Transform, TryMap,
 };
+use crate::runtime::watermark::{WatermarkAssigner, WatermarkStrategy};
 
 /// A stream of `T` records: the output of one operator, or the union of several.
 pub struct DataStream<T> {
@@ -233,6 +234,27 @@ impl<T: Data> DataStream<T> {
             operator_factory::<T, O, _, _>(move |_, location, out| {
                 Ok(Transform {
                     op: op.clone(),
+                    out,
+                    location,
+                })
+            }),
+        )
+    }
+
+    /// Assigns event timestamps and generates watermarks (chained behind the
+    /// source). The watermark travels in-band with the data; tasks combine the
+    /// watermarks of their inputs as their minimum.
+    pub fn assign_timestamps_and_watermarks(
+        &self,
+        strategy: WatermarkStrategy<T>,
+    ) -> DataStream<T> {
+        self.add_operator(
+            "Timestamps/Watermarks",
+            operator_factory::<T, T, _, _>(move |_, location, out| {
+                Ok(WatermarkAssigner {
+                    strategy: strategy.clone(),
+                    max_timestamp: i64::MIN,
+                    emitted: i64::MIN,
                     out,
                     location,
                 })

@@ -15,6 +15,13 @@ pub trait Collector<T> {
     fn collect(&mut self, record: T) -> TaskResult;
     /// End of input: emit anything held back, then finish downstream.
     fn finish(&mut self) -> TaskResult;
+    /// The event-time watermark advanced to `watermark` (milliseconds): no
+    /// record with a timestamp at or below it is expected any more. Operators
+    /// act on it (fire windows, timers) and forward it after what they emit.
+    /// The default drops it, which is right only for sinks.
+    fn watermark(&mut self, _watermark: i64) -> TaskResult {
+        Ok(())
+    }
 }
 
 pub type BoxCollector<T> = Box<dyn Collector<T>>;
@@ -37,6 +44,12 @@ impl<T: Clone> Collector<T> for FanOut<T> {
     fn finish(&mut self) -> TaskResult {
         for out in &mut self.outputs {
             out.finish()?;
+        }
+        Ok(())
+    }
+    fn watermark(&mut self, watermark: i64) -> TaskResult {
+        for out in &mut self.outputs {
+            out.watermark(watermark)?;
         }
         Ok(())
     }

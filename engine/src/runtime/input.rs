@@ -24,6 +24,7 @@ pub(crate) trait InputDriver {
         blocked: &Cell<bool>,
     ) -> TaskResult<bool>;
     fn finish(&mut self) -> TaskResult;
+    fn watermark(&mut self, watermark: i64) -> TaskResult;
     fn records_in(&self) -> u64;
 }
 
@@ -71,6 +72,10 @@ impl<T: Data> InputDriver for TypedInput<T> {
 
     fn finish(&mut self) -> TaskResult {
         self.head.finish()
+    }
+
+    fn watermark(&mut self, watermark: i64) -> TaskResult {
+        self.head.watermark(watermark)
     }
 
     fn records_in(&self) -> u64 {

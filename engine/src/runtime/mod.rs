@@ -7,4 +7,5 @@ pub(crate) mod input;
 pub(crate) mod operators;
 pub(crate) mod sources;
 pub mod task;
+pub mod watermark;
 pub(crate) mod writer;

@@ -34,6 +34,9 @@ impl<I, O, F: FnMut(I) -> O> Collector<I> for Map<F, O> {
     fn finish(&mut self) -> TaskResult {
         self.out.finish()
     }
+    fn watermark(&mut self, watermark: i64) -> TaskResult {
+        self.out.watermark(watermark)
+    }
 }
 
 pub(crate) struct TryMap<F, O> {
@@ -57,6 +60,9 @@ impl<I, O, E: Display, F: FnMut(I) -> Result<O, E>> Collector<I> for TryMap<F, O
     fn finish(&mut self) -> TaskResult {
         self.out.finish()
     }
+    fn watermark(&mut self, watermark: i64) -> TaskResult {
+        self.out.watermark(watermark)
+    }
 }
 
 pub(crate) struct Filter<F, T> {
@@ -77,6 +83,9 @@ impl<T, F: FnMut(&T) -> bool> Collector<T> for Filter<F, T> {
     }
     fn finish(&mut self) -> TaskResult {
         self.out.finish()
+    }
+    fn watermark(&mut self, watermark: i64) -> TaskResult {
+        self.out.watermark(watermark)
     }
 }
 
@@ -99,6 +108,9 @@ impl<I, O, It: IntoIterator<Item = O>, F: FnMut(I) -> It> Collector<I> for FlatM
     }
     fn finish(&mut self) -> TaskResult {
         self.out.finish()
+    }
+    fn watermark(&mut self, watermark: i64) -> TaskResult {
+        self.out.watermark(watermark)
     }
 }
 
@@ -123,6 +135,13 @@ impl<I, O, Op: OneInputOperator<I, O>> Collector<I> for Transform<Op, O> {
         guarded(&self.location, || op.finish(&mut emitter))?;
         emitter.into_result()?;
         self.out.finish()
+    }
+    fn watermark(&mut self, watermark: i64) -> TaskResult {
+        let mut emitter = Emitter::new(self.out.as_mut());
+        let op = &mut self.op;
+        guarded(&self.location, || op.on_watermark(watermark, &mut emitter))?;
+        emitter.into_result()?;
+        self.out.watermark(watermark)
     }
 }
 
@@ -166,6 +185,9 @@ where
     fn finish(&mut self) -> TaskResult {
         self.out.finish()
     }
+    fn watermark(&mut self, watermark: i64) -> TaskResult {
+        self.out.watermark(watermark)
+    }
 }
 
 /// Rolling sum per key of a numeric projection: emits `(key, sum)`.
@@ -204,6 +226,9 @@ where
     }
     fn finish(&mut self) -> TaskResult {
         self.out.finish()
+    }
+    fn watermark(&mut self, watermark: i64) -> TaskResult {
+        self.out.watermark(watermark)
     }
 }
 
@@ -248,6 +273,9 @@ where
     }
     fn finish(&mut self) -> TaskResult {
         self.out.finish()
+    }
+    fn watermark(&mut self, watermark: i64) -> TaskResult {
+        self.out.watermark(watermark)
     }
 }
 

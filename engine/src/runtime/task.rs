@@ -32,6 +32,7 @@ use crate::graph::execution_graph::{subtask_channels, SubtaskId};
 use crate::graph::job_graph::JobGraph;
 use crate::graph::stream_graph::{NodeBody, NodeId};
 use crate::runtime::sources::{SourceDriver, SourceStep};
+use crate::runtime::watermark::WatermarkValve;
 use crate::runtime::writer::{OutputControl, WriterParts};
 
 /// Records a source pulls between checks of the clock.
@@ -72,6 +73,8 @@ struct Task {
     buffer_timeout: Duration,
     last_flush: Instant,
     last_yield: Instant,
+    /// Combines the watermarks of the input channels.
+    valve: WatermarkValve,
 }
 
 fn location(job: &JobGraph, node: NodeId, subtask: u32) -> TaskLocation {
@@ -111,6 +114,7 @@ fn build(job: &JobGraph, subtask: SubtaskId, env: &TaskEnv) -> TaskResult<Task> 
         })
     };
     let channels = subtask_channels(job, subtask);
+    let channels_in = channels.inputs.len();
     let blocked = Rc::new(Cell::new(false));
 
     // Writers of the exchanges leaving this vertex, by stream edge.
@@ -210,6 +214,7 @@ fn build(job: &JobGraph, subtask: SubtaskId, env: &TaskEnv) -> TaskResult<Task> 
         buffer_timeout: env.config.buffer_timeout,
         last_flush: Instant::now(),
         last_yield: Instant::now(),
+        valve: WatermarkValve::new(channels_in),
     })
 }
 
@@ -368,13 +373,22 @@ impl Task {
                     gate.release(channel, buffer);
                     self.flush_and_yield_if_due().await;
                 }
+                Some((channel, Envelope::Event(Event::Watermark(watermark)))) => {
+                    if let Some(advanced) = self.valve.on_watermark(channel, watermark) {
+                        self.emit_watermark(advanced).await?;
+                    }
+                }
+                Some((channel, Envelope::Event(Event::EndOfPartition))) => {
+                    if let Some(advanced) = self.valve.on_end(channel) {
+                        self.emit_watermark(advanced).await?;
+                    }
+                }
                 Some((_, Envelope::Event(Event::Cancel))) => {
                     return Err(Box::new(TaskError::Cancelled {
                         location: location.clone(),
                     }));
                 }
-                // End of partition is tracked by the gate; watermarks and
-                // barriers are handled by the event-time and checkpoint layers.
+                // Checkpoint barriers are handled by the checkpoint layer.
                 Some((_, Envelope::Event(_))) => {}
             }
         }
@@ -383,6 +397,18 @@ impl Task {
         };
         driver.finish()?;
         Ok(driver.records_in())
+    }
+
+    /// Pushes a new watermark through the chain (and out of its writers).
+    async fn emit_watermark(&mut self, watermark: i64) -> TaskResult {
+        let Head::Input(driver, _) = &mut self.head else {
+            unreachable!()
+        };
+        driver.watermark(watermark)?;
+        if self.blocked.get() {
+            self.unblock().await?;
+        }
+        Ok(())
     }
 
     /// Writes what the chain emitted on finishing, then ends every partition.

@@ -59,6 +59,13 @@ pub(crate) struct WriterParts {
     pub(crate) location: TaskLocation,
 }
 
+/// What waits in the overflow queue, in order.
+enum Parked<T> {
+    Record(usize, T),
+    /// A watermark must not overtake records parked before it.
+    Watermark(i64),
+}
+
 enum Route<T> {
     Single,
     RoundRobin { next: usize },
@@ -73,7 +80,7 @@ struct WriterState<T> {
     route: Route<T>,
     consumers: u32,
     max_parallelism: u32,
-    overflow: VecDeque<(usize, T)>,
+    overflow: VecDeque<Parked<T>>,
     blocked: Rc<Cell<bool>>,
     location: TaskLocation,
     records_out: u64,
@@ -155,11 +162,11 @@ impl<T: Data> WriterState<T> {
     #[inline]
     fn write(&mut self, ch: usize, record: T) -> TaskResult {
         if !self.overflow.is_empty() {
-            self.overflow.push_back((ch, record));
+            self.overflow.push_back(Parked::Record(ch, record));
             return Ok(());
         }
         if let Some(record) = self.try_write(ch, record)? {
-            self.overflow.push_back((ch, record));
+            self.overflow.push_back(Parked::Record(ch, record));
             self.blocked.set(true);
         }
         Ok(())
@@ -173,6 +180,14 @@ impl<T: Data> WriterState<T> {
                 self.bytes_out += builder.len_bytes() as u64;
                 self.channels[ch].send_buffer(builder.finish());
             }
+        }
+    }
+
+    /// Sends the watermark on every channel behind the data written so far.
+    fn emit_watermark(&mut self, watermark: i64) {
+        self.flush();
+        for channel in self.channels.iter() {
+            channel.send_event(Event::Watermark(watermark));
         }
     }
 
@@ -220,6 +235,16 @@ impl<T: Data> Collector<T> for RecordWriter<T> {
         // End of partition is sent by the task once overflow is written.
         Ok(())
     }
+
+    fn watermark(&mut self, watermark: i64) -> TaskResult {
+        let mut s = self.state.borrow_mut();
+        if s.overflow.is_empty() {
+            s.emit_watermark(watermark);
+        } else {
+            s.overflow.push_back(Parked::Watermark(watermark));
+        }
+        Ok(())
+    }
 }
 
 impl<T: Data> OutputControl for RecordWriter<T> {
@@ -227,8 +252,13 @@ impl<T: Data> OutputControl for RecordWriter<T> {
         Box::pin(async move {
             let pool = self.state.borrow().pool.clone();
             loop {
-                let (ch, mut record) = match self.state.borrow_mut().overflow.pop_front() {
-                    Some(item) => item,
+                let parked = self.state.borrow_mut().overflow.pop_front();
+                let (ch, mut record) = match parked {
+                    Some(Parked::Record(ch, record)) => (ch, record),
+                    Some(Parked::Watermark(watermark)) => {
+                        self.state.borrow_mut().emit_watermark(watermark);
+                        continue;
+                    }
                     None => return Ok(()),
                 };
                 loop {
