@@ -19,7 +19,7 @@ pub use api::functions::{
     KeyedProcessFunction, OneInputOperator, OperatorContext, SourceFunction, SourcePoll,
     ValueStateRef,
 };
-pub use api::stream::{CollectHandle, DataStream, DataStreamSink, KeyedStream};
+pub use api::stream::{CollectHandle, DataStream, DataStreamSink, KeyedStream, WindowedStream};
 pub use config::EngineConfig;
 pub use coordinator::messages::{JobOutcome, VertexMetrics};
 pub use error::{JobError, TaskError, TaskLocation};
@@ -27,3 +27,4 @@ pub use graph::stream_graph::Data;
 pub use rheon_net::codec::Codec;
 pub use runtime::collector::{Collector, Emitter};
 pub use runtime::watermark::{WatermarkStrategy, WATERMARK_MAX, WATERMARK_MIN};
+pub use runtime::window::{TimeWindow, WindowAssigner};

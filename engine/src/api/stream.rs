@@ -27,6 +27,7 @@ use crate::runtime::operators::{
     Transform, TryMap,
 };
 use crate::runtime::watermark::{WatermarkAssigner, WatermarkStrategy};
+use crate::runtime::window::{TimeWindow, WindowAggregate, WindowAssigner, WindowFunctions};
 
 /// A stream of `T` records: the output of one operator, or the union of several.
 pub struct DataStream<T> {
@@ -490,9 +491,90 @@ where
         )
     }
 
+    /// Event-time windows per key; `timestamp` gives a record's event time in
+    /// milliseconds. Windows fire when the watermark passes their end.
+    pub fn window<TF>(&self, assigner: WindowAssigner, timestamp: TF) -> WindowedStream<K, T>
+    where
+        TF: Fn(&T) -> i64 + Send + Sync + 'static,
+    {
+        WindowedStream {
+            keyed: self.clone(),
+            assigner,
+            timestamp: Arc::new(timestamp),
+        }
+    }
+
     /// The underlying stream, partitioned by key (for a custom operator).
     pub fn into_stream(self) -> DataStream<T> {
         self.stream
+    }
+}
+
+impl<K, T> Clone for KeyedStream<K, T> {
+    fn clone(&self) -> Self {
+        KeyedStream {
+            stream: self.stream.clone(),
+            key_fn: self.key_fn.clone(),
+            _key: PhantomData,
+        }
+    }
+}
+
+/// A keyed stream cut into event-time windows.
+pub struct WindowedStream<K, T> {
+    keyed: KeyedStream<K, T>,
+    assigner: WindowAssigner,
+    timestamp: Arc<dyn Fn(&T) -> i64 + Send + Sync>,
+}
+
+impl<K, T> WindowedStream<K, T>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    T: Data,
+{
+    /// Incremental aggregation: each window of each key starts from `init()`,
+    /// `add` folds in its records, and `result` makes the output when the
+    /// watermark passes the window's end. Late records are dropped.
+    pub fn aggregate<Acc, O, Init, Add, Res>(
+        &self,
+        init: Init,
+        add: Add,
+        result: Res,
+    ) -> DataStream<O>
+    where
+        Acc: 'static,
+        O: Data,
+        Init: Fn() -> Acc + Clone + Send + Sync + 'static,
+        Add: Fn(&mut Acc, &T) + Clone + Send + Sync + 'static,
+        Res: Fn(&K, TimeWindow, Acc) -> O + Clone + Send + Sync + 'static,
+    {
+        let key_fn = self.keyed.key_fn.clone();
+        let timestamp = self.timestamp.clone();
+        let assigner = self.assigner;
+        self.keyed.stream.add_operator(
+            "Window aggregate",
+            operator_factory::<T, O, _, _>(move |ctx, location, out| {
+                let (key_fn, timestamp) = (key_fn.clone(), timestamp.clone());
+                Ok(WindowAggregate {
+                    key_fn: move |t: &T| key_fn(t),
+                    timestamp_fn: move |t: &T| timestamp(t),
+                    assigner,
+                    functions: WindowFunctions {
+                        init: init.clone(),
+                        add: add.clone(),
+                        result: result.clone(),
+                    },
+                    state: KeyGroupedMap::new(ctx.key_group_range, ctx.max_parallelism),
+                    timers: std::collections::BTreeMap::new(),
+                    watermark: crate::runtime::watermark::WATERMARK_MIN,
+                    max_parallelism: ctx.max_parallelism,
+                    late_records: 0,
+                    out,
+                    location,
+                    _types: PhantomData,
+                })
+            }),
+        )
     }
 }
 

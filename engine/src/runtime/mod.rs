@@ -8,4 +8,5 @@ pub(crate) mod operators;
 pub(crate) mod sources;
 pub mod task;
 pub mod watermark;
+pub mod window;
 pub(crate) mod writer;
