@@ -8,11 +8,17 @@
 //!   the `nexmark/nexmark` repository (its module doc lists every deviation).
 //! - [`json`]: one JSON object per line in the reference's Flink JSON schema, the only
 //!   way results are compared with other systems.
+//! - [`source`]: the generator and a JSON-lines file as engine sources.
+//! - [`queries`]: q0–q3 on the DataStream API, producing text rows.
 
 pub mod generator;
 pub mod json;
 pub mod model;
+pub mod queries;
+pub mod source;
 
 pub use generator::{event, events, events_for_generator, Generator, GeneratorConfig};
 pub use json::{parse_json_line, to_json_line};
 pub use model::{Auction, Bid, Event, Person};
+pub use queries::{build, count_rows, Query, QueryOutput, RowCounter};
+pub use source::{generator_source, generator_source_with_rate, json_file_source};
