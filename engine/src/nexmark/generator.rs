@@ -382,25 +382,46 @@ fn next_string(rng: &mut Rng, max_len: u64, special: char) -> String {
     }
 }
 
-/// The reference's `nextExactString`, including its signed remainder.
+/// The reference's `nextExactString`, including its signed remainder (which
+/// yields some characters below 'a'): six characters per 32-bit draw. Both
+/// halves of a 64-bit draw are used and bytes are written directly, since
+/// padding dominated the generator's cost.
 fn next_exact_string(rng: &mut Rng, len: u64) -> String {
-    let mut s = String::with_capacity(len as usize);
-    let (mut rnd, mut left) = (0i32, 0u32);
-    for _ in 0..len {
-        if left == 0 {
-            rnd = rng.next_i32();
-            left = 6;
+    let len = len as usize;
+    let mut bytes = vec![0u8; len];
+    let mut i = 0;
+    while i < len {
+        let draw = rng.next_u64();
+        for half in [(draw >> 32) as u32 as i32, draw as u32 as i32] {
+            let mut rnd = half;
+            for _ in 0..6 {
+                if i == len {
+                    break;
+                }
+                bytes[i] = (i32::from(b'a') + rnd % 26) as u8;
+                rnd /= 26;
+                i += 1;
+            }
         }
-        s.push(char::from((i32::from(b'a') + rnd % 26) as u8));
-        rnd /= 26;
-        left -= 1;
     }
-    s
+    String::from_utf8(bytes).expect("characters 'H'..='z' are ASCII")
 }
 
 /// Java's `Math.round(double)` for the non-negative values used here.
 fn java_round(x: f64) -> u64 {
     (x + 0.5).floor() as u64
+}
+
+/// Characters drawn once, as the reference's `nextExactString` draws them,
+/// from which `extra` padding is sliced: drawing each padding character anew
+/// was a third of the generator's cost. Each event still picks its own length
+/// and offset from its own random stream, so events stay a pure function of
+/// (config, event number).
+const EXTRA_POOL_BYTES: usize = 1 << 16;
+
+fn extra_pool() -> &'static str {
+    static POOL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| next_exact_string(&mut Rng::keyed(0, u64::MAX, 0), EXTRA_POOL_BYTES as u64))
 }
 
 /// The reference's `nextExtra`: pads `current_size` to `avg_size` on average.
@@ -411,7 +432,10 @@ fn next_extra(rng: &mut Rng, current_size: u64, avg_size: u64) -> String {
     let wanted = avg_size - current_size;
     let delta = java_round(wanted as f64 * 0.2);
     let size = wanted - delta + if delta == 0 { 0 } else { rng.below(2 * delta) };
-    next_exact_string(rng, size)
+    let pool = extra_pool();
+    let size = (size as usize).min(pool.len());
+    let offset = rng.below((pool.len() - size + 1) as u64) as usize;
+    pool[offset..offset + size].to_owned()
 }
 
 /// The reference's `nextPrice`.
