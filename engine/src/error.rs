@@ -86,13 +86,11 @@ pub enum JobError {
     /// The cluster cannot run the job (not enough slots or memory segments).
     #[error("job '{job}' cannot be scheduled: {message}")]
     Resources { job: String, message: String },
-    /// A task failed; the job was cancelled.
-    #[error("job '{job}' failed: {source}")]
-    TaskFailed {
-        job: String,
-        #[source]
-        source: Box<TaskError>,
-    },
+    /// A task failed; the job was cancelled. The message includes the task's
+    /// (so it is not also exposed as `source()`, which would print it twice
+    /// in error chains).
+    #[error("job '{job}' failed: {task}")]
+    TaskFailed { job: String, task: Box<TaskError> },
     /// The executors could not be started (glommio, memlock, affinity).
     #[error("cannot start the engine: {0}")]
     Startup(String),

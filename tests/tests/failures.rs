@@ -17,11 +17,11 @@ fn task_failure(env: &StreamEnv, started: Instant) -> (Box<TaskError>, String) {
     let elapsed = started.elapsed();
     assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
     match result {
-        Err(JobError::TaskFailed { job, source }) => {
+        Err(JobError::TaskFailed { job, task: source }) => {
             assert_eq!(job, "failing job");
             let message = JobError::TaskFailed {
                 job,
-                source: source.clone(),
+                task: source.clone(),
             }
             .to_string();
             (source, message)

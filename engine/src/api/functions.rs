@@ -100,6 +100,18 @@ impl<'a, S> ValueStateRef<'a, S> {
         }
     }
 
+    /// The value for the current key, to change in place (no clone of a
+    /// large state per record).
+    pub fn value_mut(&mut self) -> Option<&mut S> {
+        if self.cleared {
+            return self.new_value.as_mut();
+        }
+        match &mut self.current {
+            Some(v) => Some(&mut **v),
+            None => self.new_value.as_mut(),
+        }
+    }
+
     /// Sets the value for the current key.
     pub fn update(&mut self, value: S) {
         match (&mut self.current, self.cleared) {

@@ -172,9 +172,9 @@ impl JobMaster {
             .map(|e| Command::ToExecutor(e, ExecutorMsg::FreeSlots { job: self.job }))
             .collect();
         let outcome = match self.failure.take() {
-            Some(source) => Err(JobError::TaskFailed {
+            Some(task) => Err(JobError::TaskFailed {
                 job: self.graph.name.clone(),
-                source,
+                task,
             }),
             None => Ok(JobOutcome {
                 elapsed: self.started.elapsed(),
@@ -370,7 +370,7 @@ mod tests {
             }
         }
         match result.expect("an outcome") {
-            Err(JobError::TaskFailed { source, .. }) => {
+            Err(JobError::TaskFailed { task: source, .. }) => {
                 assert_eq!(source.location().subtask, failed.index)
             }
             other => panic!("expected the first failure, got {other:?}"),

@@ -356,10 +356,6 @@ impl Rng {
     fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
-
-    fn next_i32(&mut self) -> i32 {
-        (self.next_u64() >> 32) as u32 as i32
-    }
 }
 
 /// The reference's `nextString(maxLength, special)`.
