@@ -12,7 +12,6 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use crate::api::env::StreamEnv;
 use crate::api::functions::{OperatorContext, SourceFunction, SourcePoll};
@@ -53,72 +52,35 @@ fn generator_source_inner(
     } else {
         config.num_events
     };
-    // Built once (the channel table is shared); an invalid config fails in `open`.
-    let generator = Generator::new(config);
-    env.add_source(GENERATOR_SOURCE_NAME, move || NexmarkGeneratorSource {
-        generator: generator.clone(),
-        next: 0,
-        step: 1,
-        end,
-        rate_per_second: rate,
-        interval: Duration::ZERO,
-        start: None,
-        emitted: 0,
-    })
-}
-
-struct NexmarkGeneratorSource {
-    generator: Result<Generator, String>,
-    /// The next stream position this subtask emits.
-    next: u64,
-    step: u64,
-    /// One past the last stream position.
-    end: u64,
-    rate_per_second: Option<f64>,
-    /// Time between two events of this subtask when rate limited.
-    interval: Duration,
-    start: Option<Instant>,
-    emitted: u64,
-}
-
-impl SourceFunction<Event> for NexmarkGeneratorSource {
-    fn open(&mut self, ctx: &OperatorContext) -> Result<(), String> {
-        if let Err(e) = &self.generator {
-            return Err(e.clone());
+    // The engine's parallel generator already hands subtask i of p the
+    // positions congruent to i mod p, and paces them when rate limited.
+    match Generator::new(config) {
+        Ok(generator) => {
+            let event = move |position: u64| generator.event_at(position);
+            let stream = match rate {
+                None => env.generate(end, event),
+                Some(rate) => env.generate_with_rate(end, rate, event),
+            };
+            stream.name(GENERATOR_SOURCE_NAME)
         }
-        self.next = ctx.subtask as u64;
-        self.step = ctx.parallelism.max(1) as u64;
-        if let Some(rate) = self.rate_per_second {
-            if rate <= 0.0 || !rate.is_finite() {
-                return Err(format!(
-                    "Nexmark generator rate must be a positive number of events per second, got {rate}"
-                ));
-            }
-            self.interval = Duration::from_secs_f64(self.step as f64 / rate);
-        }
-        Ok(())
+        Err(message) => env.add_source(GENERATOR_SOURCE_NAME, move || {
+            InvalidConfig(message.clone())
+        }),
     }
+}
 
-    #[inline]
+/// Fails the job when it starts: the generator configuration is invalid.
+struct InvalidConfig(String);
+
+impl SourceFunction<Event> for InvalidConfig {
+    fn open(&mut self, _ctx: &OperatorContext) -> Result<(), String> {
+        Err(format!(
+            "invalid Nexmark generator configuration: {}",
+            self.0
+        ))
+    }
     fn poll_next(&mut self) -> Result<SourcePoll<Event>, String> {
-        if self.next >= self.end {
-            return Ok(SourcePoll::End);
-        }
-        if self.rate_per_second.is_some() {
-            let start = *self.start.get_or_insert_with(Instant::now);
-            let due = start + self.interval.mul_f64(self.emitted as f64);
-            if Instant::now() < due {
-                return Ok(SourcePoll::Wait(due));
-            }
-        }
-        let generator = match &self.generator {
-            Ok(g) => g,
-            Err(e) => return Err(e.clone()),
-        };
-        let event = generator.event_at(self.next);
-        self.next = self.next.saturating_add(self.step);
-        self.emitted += 1;
-        Ok(SourcePoll::Record(event))
+        Ok(SourcePoll::End)
     }
 }
 
