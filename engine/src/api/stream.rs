@@ -21,7 +21,7 @@ use crate::graph::stream_graph::{
     downcast_collector, type_ops, Data, KeyHashFn, NodeBody, NodeId, OperatorFactory, Partitioning,
     StreamEdge, StreamGraph,
 };
-use crate::runtime::collector::{BoxCollector, Collector, Emitter};
+use crate::runtime::collector::{BoxCollector, Collector};
 use crate::runtime::operators::{
     CollectSink, DiscardSink, Filter, FlatMap, KeyedProcess, KeyedReduce, KeyedSum, LineSink, Map,
     Transform, TryMap,
@@ -577,6 +577,3 @@ where
         )
     }
 }
-
-/// Used by `Emitter` users that need the type in signatures.
-pub type Output<'a, T> = Emitter<'a, T>;

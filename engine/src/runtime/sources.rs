@@ -229,8 +229,9 @@ impl TextFileSource {
 impl SourceFunction<String> for TextFileSource {
     fn open(&mut self, ctx: &OperatorContext) -> Result<(), String> {
         let file = File::open(&self.path).map_err(|e| self.io_error(e))?;
-        let len = file.metadata().map_err(|e| self.io_error(e))?.len();
-        if file.metadata().map_err(|e| self.io_error(e))?.is_dir() {
+        let metadata = file.metadata().map_err(|e| self.io_error(e))?;
+        let len = metadata.len();
+        if metadata.is_dir() {
             return Err(format!(
                 "input '{}' is a directory, expected a text file",
                 self.path.display()

@@ -157,7 +157,12 @@ where
         let key_group = assign_to_key_group(&key, self.max_parallelism);
         let watermark = self.watermark;
         let (assigner, functions, timers) = (self.assigner, &mut self.functions, &mut self.timers);
-        let windows = self.state.entry(key_group, key.clone()).or_default();
+        // Look up before inserting: `entry` would clone the key (an allocation
+        // for string keys) on every record, not just a key's first.
+        if self.state.get_mut(key_group, &key).is_none() {
+            self.state.insert(key_group, key.clone(), Vec::new());
+        }
+        let windows = self.state.get_mut(key_group, &key).expect("inserted above");
         let mut on_time = false;
         let mut failure = None;
         assigner.for_each_window(ts, |window| {
