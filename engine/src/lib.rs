@@ -14,17 +14,22 @@ pub mod jobs;
 pub mod nexmark;
 pub mod runtime;
 
+pub use api::connect::{ConnectedStreams, KeyedCoProcessFunction, KeyedConnectedStreams};
+pub use api::either::Either;
 pub use api::env::StreamEnv;
 pub use api::functions::{
-    KeyedProcessFunction, OneInputOperator, OperatorContext, SourceFunction, SourcePoll,
-    ValueStateRef,
+    KeyedContext, KeyedProcessFunction, OneInputOperator, OperatorContext, SourceFunction,
+    SourcePoll, ValueStateRef,
 };
-pub use api::stream::{CollectHandle, DataStream, DataStreamSink, KeyedStream, WindowedStream};
+pub use api::stream::{
+    CollectHandle, DataStream, DataStreamSink, KeyedStream, LateData, WindowedStream,
+};
 pub use config::EngineConfig;
 pub use coordinator::messages::{JobOutcome, VertexMetrics};
 pub use error::{JobError, TaskError, TaskLocation};
 pub use graph::stream_graph::Data;
 pub use rheon_net::codec::Codec;
 pub use runtime::collector::{Collector, Emitter};
+pub use runtime::timers::TimeDomain;
 pub use runtime::watermark::{WatermarkStrategy, WATERMARK_MAX, WATERMARK_MIN};
 pub use runtime::window::{TimeWindow, WindowAssigner};

@@ -9,6 +9,10 @@ use crate::buffer::Buffer;
 pub enum Event {
     /// Event time has advanced to this timestamp (ms).
     Watermark(i64),
+    /// The producer went idle (sends no records or watermarks for a while) or
+    /// became active again. An idle channel does not hold the consumer's
+    /// watermark back.
+    WatermarkStatus { idle: bool },
     /// Checkpoint barrier for asynchronous barrier snapshotting.
     CheckpointBarrier {
         checkpoint_id: u64,

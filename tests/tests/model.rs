@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use rheon::{Emitter, KeyedProcessFunction, OneInputOperator, StreamEnv, ValueStateRef};
+use rheon::{
+    Emitter, KeyedContext, KeyedProcessFunction, OneInputOperator, StreamEnv, ValueStateRef,
+};
 use rheon_tests::{config, sorted, PARALLELISMS};
 
 fn cases() -> ProptestConfig {
@@ -459,6 +461,7 @@ impl KeyedProcessFunction<u8, (u8, u8, u64, u64), (u8, u64, Option<u64>)> for St
         key: &u8,
         (k, op, n, i): (u8, u8, u64, u64),
         state: &mut ValueStateRef<'_, u64>,
+        _ctx: &mut KeyedContext<'_, u8>,
         out: &mut Emitter<'_, (u8, u64, Option<u64>)>,
     ) {
         assert_eq!(*key, k, "the key handed to the function is the record's");

@@ -1,11 +1,13 @@
 //! The traits a user implements beyond plain closures: sources, one-input
 //! operators, keyed process functions; and what the engine hands them.
 
+use std::hash::Hash;
 use std::time::Instant;
 
 use rheon_state::key_group::KeyGroupRange;
 
 use crate::runtime::collector::Emitter;
+use crate::runtime::timers::{now_ms, KeyedTimers, ProcessingTimeService, TimeDomain};
 
 /// What an operator instance knows about where it runs.
 #[derive(Clone, Debug)]
@@ -22,6 +24,8 @@ pub struct OperatorContext {
     pub key_group_range: KeyGroupRange,
     /// Index of the executor the subtask runs on.
     pub executor: usize,
+    /// The task's processing-time callbacks (operators with timers).
+    pub(crate) processing_time: ProcessingTimeService,
 }
 
 /// What a source returns when polled.
@@ -53,8 +57,8 @@ pub trait OneInputOperator<I, O>: Clone + Send + Sync + 'static {
     fn on_watermark(&mut self, _watermark: i64, _out: &mut Emitter<'_, O>) {}
 }
 
-/// A keyed process function with one value state per key, cloned into every
-/// subtask (`KeyedStream::process`).
+/// A keyed process function with one value state per key and timers,
+/// cloned into every subtask (`KeyedStream::process`).
 pub trait KeyedProcessFunction<K, I, O>: Clone + Send + Sync + 'static {
     /// The per-key value state.
     type State: 'static;
@@ -63,8 +67,65 @@ pub trait KeyedProcessFunction<K, I, O>: Clone + Send + Sync + 'static {
         key: &K,
         record: I,
         state: &mut ValueStateRef<'_, Self::State>,
+        ctx: &mut KeyedContext<'_, K>,
         out: &mut Emitter<'_, O>,
     );
+    /// A timer of `key` registered through the context fired: event-time
+    /// timers when the watermark reaches `timestamp`, processing-time timers
+    /// when the wall clock does. Pending processing-time timers do not fire
+    /// at the end of a bounded input (as in Flink); event-time timers do,
+    /// since the watermark then jumps to the maximum.
+    fn on_timer(
+        &mut self,
+        _key: &K,
+        _timestamp: i64,
+        _domain: TimeDomain,
+        _state: &mut ValueStateRef<'_, Self::State>,
+        _ctx: &mut KeyedContext<'_, K>,
+        _out: &mut Emitter<'_, O>,
+    ) {
+    }
+}
+
+/// What a keyed function can ask of the engine about time, for the current
+/// key: the watermark, the clock, and timers. Timers are kept per key group
+/// with the key's state; one (key, timestamp) pair is one timer however often
+/// it is registered.
+pub struct KeyedContext<'a, K> {
+    pub(crate) key_group: u32,
+    pub(crate) key: &'a K,
+    pub(crate) watermark: i64,
+    pub(crate) event_timers: &'a mut KeyedTimers<K>,
+    pub(crate) processing_timers: &'a mut KeyedTimers<K>,
+}
+
+impl<K: Hash + Eq + Clone> KeyedContext<'_, K> {
+    /// The current event-time watermark (`WATERMARK_MIN` before the first).
+    pub fn current_watermark(&self) -> i64 {
+        self.watermark
+    }
+    /// Wall-clock milliseconds since the epoch.
+    pub fn current_processing_time(&self) -> i64 {
+        now_ms()
+    }
+    /// Calls `on_timer` once the watermark reaches `timestamp`.
+    pub fn register_event_time_timer(&mut self, timestamp: i64) {
+        self.event_timers
+            .register(self.key_group, self.key, timestamp);
+    }
+    pub fn delete_event_time_timer(&mut self, timestamp: i64) {
+        self.event_timers
+            .delete(self.key_group, self.key, timestamp);
+    }
+    /// Calls `on_timer` once the wall clock reaches `timestamp`.
+    pub fn register_processing_time_timer(&mut self, timestamp: i64) {
+        self.processing_timers
+            .register(self.key_group, self.key, timestamp);
+    }
+    pub fn delete_processing_time_timer(&mut self, timestamp: i64) {
+        self.processing_timers
+            .delete(self.key_group, self.key, timestamp);
+    }
 }
 
 /// The current key's value state inside `process_element`.

@@ -4,6 +4,8 @@
 //! API Boundary: this module, `config` and `error` are what users and embedding
 //! systems program against; `graph`, `runtime` and `coordinator` are internal.
 
+pub mod connect;
+pub mod either;
 pub mod env;
 pub mod functions;
 pub mod stream;

@@ -15,19 +15,24 @@ use std::sync::{Arc, Mutex};
 use rheon_state::key_group::key_hash;
 use rheon_state::keyed::KeyGroupedMap;
 
+use crate::api::either::Either;
 use crate::api::functions::{KeyedProcessFunction, OneInputOperator, OperatorContext};
 use crate::error::{TaskError, TaskLocation, TaskResult};
 use crate::graph::stream_graph::{
     downcast_collector, type_ops, Data, KeyHashFn, NodeBody, NodeId, OperatorFactory, Partitioning,
     StreamEdge, StreamGraph,
 };
-use crate::runtime::collector::{BoxCollector, Collector};
+use crate::runtime::collector::{BoxCollector, Collector, Emitter};
 use crate::runtime::operators::{
-    CollectSink, DiscardSink, Filter, FlatMap, KeyedProcess, KeyedReduce, KeyedSum, LineSink, Map,
-    Transform, TryMap,
+    CollectSink, DiscardSink, Filter, FlatMap, KeyedReduce, KeyedSum, LineSink, Map, Transform,
+    TryMap,
 };
-use crate::runtime::watermark::{WatermarkAssigner, WatermarkStrategy};
-use crate::runtime::window::{TimeWindow, WindowAggregate, WindowAssigner, WindowFunctions};
+use crate::runtime::process::keyed_process;
+use crate::runtime::watermark::{watermark_assigner, WatermarkStrategy};
+use crate::runtime::window::{
+    window_operator, AggregateFn, ProcessFn, TimeWindow, WindowAssigner, WindowFunction,
+    WindowOutputs, WindowSpec, WindowTime,
+};
 
 /// A stream of `T` records: the output of one operator, or the union of several.
 pub struct DataStream<T> {
@@ -251,14 +256,8 @@ impl<T: Data> DataStream<T> {
     ) -> DataStream<T> {
         self.add_operator(
             "Timestamps/Watermarks",
-            operator_factory::<T, T, _, _>(move |_, location, out| {
-                Ok(WatermarkAssigner {
-                    strategy: strategy.clone(),
-                    max_timestamp: i64::MIN,
-                    emitted: i64::MIN,
-                    out,
-                    location,
-                })
+            operator_factory::<T, T, _, _>(move |ctx, location, out| {
+                Ok(watermark_assigner(strategy.clone(), ctx, out, location))
             }),
         )
     }
@@ -478,30 +477,58 @@ where
             "Keyed process",
             operator_factory::<T, O, _, _>(move |ctx, location, out| {
                 let key_fn = key_fn.clone();
-                Ok(KeyedProcess {
-                    key_fn: move |t: &T| key_fn(t),
-                    function: function.clone(),
-                    state: KeyGroupedMap::new(ctx.key_group_range, ctx.max_parallelism),
-                    max_parallelism: ctx.max_parallelism,
+                Ok(keyed_process(
+                    move |t: &T| key_fn(t),
+                    function.clone(),
+                    ctx,
                     out,
                     location,
-                    _types: PhantomData,
-                })
+                ))
             }),
         )
     }
 
     /// Event-time windows per key; `timestamp` gives a record's event time in
-    /// milliseconds. Windows fire when the watermark passes their end.
+    /// milliseconds. Windows fire when the watermark passes their end (and
+    /// at the end of a bounded input).
     pub fn window<TF>(&self, assigner: WindowAssigner, timestamp: TF) -> WindowedStream<K, T>
     where
         TF: Fn(&T) -> i64 + Send + Sync + 'static,
     {
         WindowedStream {
             keyed: self.clone(),
-            assigner,
-            timestamp: Arc::new(timestamp),
+            spec: Arc::new(WindowSpec {
+                time: WindowTime::Event(Arc::new(timestamp)),
+                assigner,
+                lateness_ms: 0,
+            }),
+            late: None,
         }
+    }
+
+    /// Processing-time windows per key: a record belongs to the windows of
+    /// the wall-clock time it arrives at; windows fire when the clock passes
+    /// their end, and the open ones at the end of a bounded input.
+    pub fn window_processing_time(&self, assigner: WindowAssigner) -> WindowedStream<K, T> {
+        WindowedStream {
+            keyed: self.clone(),
+            spec: Arc::new(WindowSpec {
+                time: WindowTime::Processing,
+                assigner,
+                lateness_ms: 0,
+            }),
+            late: None,
+        }
+    }
+
+    /// The key selector.
+    pub(crate) fn key_fn(&self) -> Arc<dyn Fn(&T) -> K + Send + Sync> {
+        self.key_fn.clone()
+    }
+
+    /// The stream before partitioning by key.
+    pub(crate) fn inner_stream(&self) -> DataStream<T> {
+        self.stream.clone().with_partitioning(Partitioning::Default)
     }
 
     /// The underlying stream, partitioned by key (for a custom operator).
@@ -520,11 +547,53 @@ impl<K, T> Clone for KeyedStream<K, T> {
     }
 }
 
-/// A keyed stream cut into event-time windows.
+/// The late records of a window operator, as a stream of their own (Flink's
+/// side output with an `OutputTag`): pass it to
+/// [`WindowedStream::side_output_late_data`], build the window, then take
+/// [`LateData::stream`].
+pub struct LateData<T> {
+    stream: Rc<RefCell<Option<DataStream<T>>>>,
+}
+
+impl<T> Clone for LateData<T> {
+    fn clone(&self) -> Self {
+        LateData {
+            stream: self.stream.clone(),
+        }
+    }
+}
+
+impl<T> Default for LateData<T> {
+    fn default() -> Self {
+        LateData {
+            stream: Rc::new(RefCell::new(None)),
+        }
+    }
+}
+
+impl<T: Data> LateData<T> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The late records. Panics if the window operator is not built yet.
+    pub fn stream(&self) -> DataStream<T> {
+        self.stream.borrow().clone().expect(
+            "LateData::stream: build the window (aggregate, reduce or process) \
+             after side_output_late_data first",
+        )
+    }
+}
+
+/// A keyed stream cut into windows.
 pub struct WindowedStream<K, T> {
     keyed: KeyedStream<K, T>,
-    assigner: WindowAssigner,
-    timestamp: Arc<dyn Fn(&T) -> i64 + Send + Sync>,
+    spec: Arc<WindowSpec<T>>,
+    late: Option<LateData<T>>,
+}
+
+fn identity<O>(o: O) -> O {
+    o
 }
 
 impl<K, T> WindowedStream<K, T>
@@ -532,9 +601,28 @@ where
     K: Hash + Eq + Clone + Send + 'static,
     T: Data,
 {
+    /// Keeps each window for `lateness` after it fired: a late record in that
+    /// time updates the window and fires it again. Event time only.
+    pub fn allowed_lateness(mut self, lateness: std::time::Duration) -> Self {
+        let spec = WindowSpec {
+            time: self.spec.time.clone(),
+            assigner: self.spec.assigner,
+            lateness_ms: lateness.as_millis() as i64,
+        };
+        self.spec = Arc::new(spec);
+        self
+    }
+
+    /// Sends records that arrive after their windows are gone to `late`
+    /// instead of dropping them.
+    pub fn side_output_late_data(mut self, late: &LateData<T>) -> Self {
+        self.late = Some(late.clone());
+        self
+    }
+
     /// Incremental aggregation: each window of each key starts from `init()`,
     /// `add` folds in its records, and `result` makes the output when the
-    /// watermark passes the window's end. Late records are dropped.
+    /// window fires. Session windows need [`Self::aggregate_with_merge`].
     pub fn aggregate<Acc, O, Init, Add, Res>(
         &self,
         init: Init,
@@ -546,34 +634,132 @@ where
         O: Data,
         Init: Fn() -> Acc + Clone + Send + Sync + 'static,
         Add: Fn(&mut Acc, &T) + Clone + Send + Sync + 'static,
-        Res: Fn(&K, TimeWindow, Acc) -> O + Clone + Send + Sync + 'static,
+        Res: Fn(&K, TimeWindow, &Acc) -> O + Clone + Send + Sync + 'static,
+    {
+        assert!(
+            !self.spec.assigner.is_merging(),
+            "session windows merge accumulators: use aggregate_with_merge"
+        );
+        self.build("Window aggregate", move || AggregateFn {
+            init: init.clone(),
+            add: add.clone(),
+            merge: None::<fn(Acc, Acc) -> Acc>,
+            result: result.clone(),
+        })
+    }
+
+    /// Incremental aggregation that can merge accumulators (any assigner,
+    /// session windows included).
+    pub fn aggregate_with_merge<Acc, O, Init, Add, Merge, Res>(
+        &self,
+        init: Init,
+        add: Add,
+        merge: Merge,
+        result: Res,
+    ) -> DataStream<O>
+    where
+        Acc: 'static,
+        O: Data,
+        Init: Fn() -> Acc + Clone + Send + Sync + 'static,
+        Add: Fn(&mut Acc, &T) + Clone + Send + Sync + 'static,
+        Merge: Fn(Acc, Acc) -> Acc + Clone + Send + Sync + 'static,
+        Res: Fn(&K, TimeWindow, &Acc) -> O + Clone + Send + Sync + 'static,
+    {
+        self.build("Window aggregate", move || AggregateFn {
+            init: init.clone(),
+            add: add.clone(),
+            merge: Some(merge.clone()),
+            result: result.clone(),
+        })
+    }
+
+    /// Combines each window's records pairwise with `f`; emits the result.
+    pub fn reduce<F>(&self, f: F) -> DataStream<T>
+    where
+        F: Fn(T, T) -> T + Clone + Send + Sync + 'static,
+    {
+        let merge_f = f.clone();
+        self.build("Window reduce", move || {
+            let (f, merge_f) = (f.clone(), merge_f.clone());
+            AggregateFn {
+                init: || None,
+                add: move |acc: &mut Option<T>, t: &T| {
+                    *acc = Some(match acc.take() {
+                        None => t.clone(),
+                        Some(a) => f(a, t.clone()),
+                    })
+                },
+                merge: Some(move |a: Option<T>, b: Option<T>| match (a, b) {
+                    (Some(a), Some(b)) => Some(merge_f(a, b)),
+                    (a, b) => a.or(b),
+                }),
+                result: |_: &K, _: TimeWindow, acc: &Option<T>| {
+                    acc.clone().expect("a window holds at least one record")
+                },
+            }
+        })
+    }
+
+    /// A full window function: `f` sees all records of a fired window, in
+    /// arrival order, and emits any number of results.
+    pub fn process<O, F>(&self, f: F) -> DataStream<O>
+    where
+        O: Data,
+        F: Fn(&K, TimeWindow, &[T], &mut Emitter<'_, O>) + Clone + Send + Sync + 'static,
+    {
+        self.build("Window process", move || ProcessFn(f.clone()))
+    }
+
+    /// Adds the window operator; with a late-data side output its output is
+    /// `Either<result, late record>`, split by two chained operators.
+    fn build<O, W, MakeW>(&self, name: &str, make: MakeW) -> DataStream<O>
+    where
+        O: Data,
+        W: WindowFunction<K, T, O>,
+        MakeW: Fn() -> W + Send + Sync + 'static,
     {
         let key_fn = self.keyed.key_fn.clone();
-        let timestamp = self.timestamp.clone();
-        let assigner = self.assigner;
-        self.keyed.stream.add_operator(
-            "Window aggregate",
-            operator_factory::<T, O, _, _>(move |ctx, location, out| {
-                let (key_fn, timestamp) = (key_fn.clone(), timestamp.clone());
-                Ok(WindowAggregate {
-                    key_fn: move |t: &T| key_fn(t),
-                    timestamp_fn: move |t: &T| timestamp(t),
-                    assigner,
-                    functions: WindowFunctions {
-                        init: init.clone(),
-                        add: add.clone(),
-                        result: result.clone(),
+        let spec = self.spec.clone();
+        let Some(late) = &self.late else {
+            return self.keyed.stream.add_operator(
+                name,
+                operator_factory::<T, O, _, _>(move |ctx, location, out| {
+                    let key_fn = key_fn.clone();
+                    Ok(window_operator(
+                        move |t: &T| key_fn(t),
+                        &spec,
+                        make(),
+                        WindowOutputs {
+                            result: identity::<O>,
+                            late: None,
+                        },
+                        ctx,
+                        out,
+                        location,
+                    ))
+                }),
+            );
+        };
+        let both: DataStream<Either<O, T>> = self.keyed.stream.add_operator(
+            name,
+            operator_factory::<T, Either<O, T>, _, _>(move |ctx, location, out| {
+                let key_fn = key_fn.clone();
+                Ok(window_operator(
+                    move |t: &T| key_fn(t),
+                    &spec,
+                    make(),
+                    WindowOutputs {
+                        result: Either::Left,
+                        late: Some(Either::Right),
                     },
-                    state: KeyGroupedMap::new(ctx.key_group_range, ctx.max_parallelism),
-                    timers: std::collections::BTreeMap::new(),
-                    watermark: crate::runtime::watermark::WATERMARK_MIN,
-                    max_parallelism: ctx.max_parallelism,
-                    late_records: 0,
+                    ctx,
                     out,
                     location,
-                    _types: PhantomData,
-                })
+                ))
             }),
-        )
+        );
+        let late_stream = both.flat_map(Either::right).name("Late data");
+        *late.stream.borrow_mut() = Some(late_stream);
+        both.flat_map(Either::left).name(&format!("{name} results"))
     }
 }

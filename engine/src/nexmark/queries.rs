@@ -21,7 +21,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::api::functions::{KeyedProcessFunction, OneInputOperator, ValueStateRef};
+use crate::api::functions::{KeyedContext, KeyedProcessFunction, OneInputOperator, ValueStateRef};
 use crate::api::stream::DataStream;
 use crate::runtime::collector::Emitter;
 
@@ -219,6 +219,7 @@ impl KeyedProcessFunction<u64, Event, String> for Q3Join {
         _key: &u64,
         record: Event,
         state: &mut ValueStateRef<'_, Self::State>,
+        _ctx: &mut KeyedContext<'_, u64>,
         out: &mut Emitter<'_, String>,
     ) {
         if state.value().is_none() {

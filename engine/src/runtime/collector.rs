@@ -22,9 +22,51 @@ pub trait Collector<T> {
     fn watermark(&mut self, _watermark: i64) -> TaskResult {
         Ok(())
     }
+    /// The input went idle (`true`) or became active again: operators
+    /// forward it, writers send it on so consumers stop (or resume) waiting
+    /// for this input's watermark. The default drops it (sinks).
+    fn watermark_status(&mut self, _idle: bool) -> TaskResult {
+        Ok(())
+    }
+}
+
+/// An operator shared with the task's processing-time service: the chain
+/// calls it through this handle, the service through its own.
+pub(crate) struct Shared<C>(pub(crate) std::rc::Rc<std::cell::RefCell<C>>);
+
+impl<T, C: Collector<T>> Collector<T> for Shared<C> {
+    #[inline]
+    fn collect(&mut self, record: T) -> TaskResult {
+        self.0.borrow_mut().collect(record)
+    }
+    fn finish(&mut self) -> TaskResult {
+        self.0.borrow_mut().finish()
+    }
+    fn watermark(&mut self, watermark: i64) -> TaskResult {
+        self.0.borrow_mut().watermark(watermark)
+    }
+    fn watermark_status(&mut self, idle: bool) -> TaskResult {
+        self.0.borrow_mut().watermark_status(idle)
+    }
 }
 
 pub type BoxCollector<T> = Box<dyn Collector<T>>;
+
+impl<T> Collector<T> for BoxCollector<T> {
+    #[inline]
+    fn collect(&mut self, record: T) -> TaskResult {
+        (**self).collect(record)
+    }
+    fn finish(&mut self) -> TaskResult {
+        (**self).finish()
+    }
+    fn watermark(&mut self, watermark: i64) -> TaskResult {
+        (**self).watermark(watermark)
+    }
+    fn watermark_status(&mut self, idle: bool) -> TaskResult {
+        (**self).watermark_status(idle)
+    }
+}
 
 /// Sends every record to several collectors (an operator with more than one
 /// consumer). The last consumer receives the original, the others clones.
@@ -50,6 +92,12 @@ impl<T: Clone> Collector<T> for FanOut<T> {
     fn watermark(&mut self, watermark: i64) -> TaskResult {
         for out in &mut self.outputs {
             out.watermark(watermark)?;
+        }
+        Ok(())
+    }
+    fn watermark_status(&mut self, idle: bool) -> TaskResult {
+        for out in &mut self.outputs {
+            out.watermark_status(idle)?;
         }
         Ok(())
     }

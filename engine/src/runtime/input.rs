@@ -25,6 +25,7 @@ pub(crate) trait InputDriver {
     ) -> TaskResult<bool>;
     fn finish(&mut self) -> TaskResult;
     fn watermark(&mut self, watermark: i64) -> TaskResult;
+    fn watermark_status(&mut self, idle: bool) -> TaskResult;
     fn records_in(&self) -> u64;
 }
 
@@ -76,6 +77,10 @@ impl<T: Data> InputDriver for TypedInput<T> {
 
     fn watermark(&mut self, watermark: i64) -> TaskResult {
         self.head.watermark(watermark)
+    }
+
+    fn watermark_status(&mut self, idle: bool) -> TaskResult {
+        self.head.watermark_status(idle)
     }
 
     fn records_in(&self) -> u64 {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use rheon_state::key_group::assign_to_key_group;
 use rheon_state::keyed::KeyGroupedMap;
 
-use crate::api::functions::{KeyedProcessFunction, OneInputOperator, ValueStateRef};
+use crate::api::functions::OneInputOperator;
 use crate::error::{TaskError, TaskLocation, TaskResult};
 use crate::runtime::collector::{guarded, BoxCollector, Collector, Emitter};
 
@@ -36,6 +36,9 @@ impl<I, O, F: FnMut(I) -> O> Collector<I> for Map<F, O> {
     }
     fn watermark(&mut self, watermark: i64) -> TaskResult {
         self.out.watermark(watermark)
+    }
+    fn watermark_status(&mut self, idle: bool) -> TaskResult {
+        self.out.watermark_status(idle)
     }
 }
 
@@ -63,6 +66,9 @@ impl<I, O, E: Display, F: FnMut(I) -> Result<O, E>> Collector<I> for TryMap<F, O
     fn watermark(&mut self, watermark: i64) -> TaskResult {
         self.out.watermark(watermark)
     }
+    fn watermark_status(&mut self, idle: bool) -> TaskResult {
+        self.out.watermark_status(idle)
+    }
 }
 
 pub(crate) struct Filter<F, T> {
@@ -86,6 +92,9 @@ impl<T, F: FnMut(&T) -> bool> Collector<T> for Filter<F, T> {
     }
     fn watermark(&mut self, watermark: i64) -> TaskResult {
         self.out.watermark(watermark)
+    }
+    fn watermark_status(&mut self, idle: bool) -> TaskResult {
+        self.out.watermark_status(idle)
     }
 }
 
@@ -111,6 +120,9 @@ impl<I, O, It: IntoIterator<Item = O>, F: FnMut(I) -> It> Collector<I> for FlatM
     }
     fn watermark(&mut self, watermark: i64) -> TaskResult {
         self.out.watermark(watermark)
+    }
+    fn watermark_status(&mut self, idle: bool) -> TaskResult {
+        self.out.watermark_status(idle)
     }
 }
 
@@ -142,6 +154,9 @@ impl<I, O, Op: OneInputOperator<I, O>> Collector<I> for Transform<Op, O> {
         guarded(&self.location, || op.on_watermark(watermark, &mut emitter))?;
         emitter.into_result()?;
         self.out.watermark(watermark)
+    }
+    fn watermark_status(&mut self, idle: bool) -> TaskResult {
+        self.out.watermark_status(idle)
     }
 }
 
@@ -188,6 +203,9 @@ where
     fn watermark(&mut self, watermark: i64) -> TaskResult {
         self.out.watermark(watermark)
     }
+    fn watermark_status(&mut self, idle: bool) -> TaskResult {
+        self.out.watermark_status(idle)
+    }
 }
 
 /// Rolling sum per key of a numeric projection: emits `(key, sum)`.
@@ -230,52 +248,8 @@ where
     fn watermark(&mut self, watermark: i64) -> TaskResult {
         self.out.watermark(watermark)
     }
-}
-
-/// A keyed process function with one value state per key.
-pub(crate) struct KeyedProcess<KF, P: KeyedProcessFunction<K, I, O>, K, I, O> {
-    pub(crate) key_fn: KF,
-    pub(crate) function: P,
-    pub(crate) state: KeyGroupedMap<K, P::State>,
-    pub(crate) max_parallelism: u32,
-    pub(crate) out: BoxCollector<O>,
-    pub(crate) location: TaskLocation,
-    pub(crate) _types: std::marker::PhantomData<fn(I)>,
-}
-
-impl<K, I, O, KF, P> Collector<I> for KeyedProcess<KF, P, K, I, O>
-where
-    K: Hash + Eq,
-    KF: FnMut(&I) -> K,
-    P: KeyedProcessFunction<K, I, O>,
-{
-    fn collect(&mut self, record: I) -> TaskResult {
-        let key_fn = &mut self.key_fn;
-        let key = guarded(&self.location, || key_fn(&record))?;
-        let key_group = assign_to_key_group(&key, self.max_parallelism);
-        let mut emitter = Emitter::new(self.out.as_mut());
-        let function = &mut self.function;
-        let (existed, cleared, new_value) = {
-            let mut state = ValueStateRef::new(self.state.get_mut(key_group, &key));
-            let existed = state.exists();
-            guarded(&self.location, || {
-                function.process_element(&key, record, &mut state, &mut emitter)
-            })?;
-            let (cleared, new_value) = state.into_changes();
-            (existed, cleared, new_value)
-        };
-        if let Some(value) = new_value {
-            self.state.insert(key_group, key, value);
-        } else if cleared && existed {
-            self.state.remove(key_group, &key);
-        }
-        emitter.into_result()
-    }
-    fn finish(&mut self) -> TaskResult {
-        self.out.finish()
-    }
-    fn watermark(&mut self, watermark: i64) -> TaskResult {
-        self.out.watermark(watermark)
+    fn watermark_status(&mut self, idle: bool) -> TaskResult {
+        self.out.watermark_status(idle)
     }
 }
 

@@ -32,7 +32,8 @@ use crate::graph::execution_graph::{subtask_channels, SubtaskId};
 use crate::graph::job_graph::JobGraph;
 use crate::graph::stream_graph::{NodeBody, NodeId};
 use crate::runtime::sources::{SourceDriver, SourceStep};
-use crate::runtime::watermark::WatermarkValve;
+use crate::runtime::timers::{instant_at, now_ms, ProcessingTimeService};
+use crate::runtime::watermark::{ValveOutput, WatermarkValve};
 use crate::runtime::writer::{OutputControl, WriterParts};
 
 /// Records a source pulls between checks of the clock.
@@ -75,6 +76,8 @@ struct Task {
     last_yield: Instant,
     /// Combines the watermarks of the input channels.
     valve: WatermarkValve,
+    /// Processing-time callbacks of the chain's operators.
+    timers: ProcessingTimeService,
 }
 
 fn location(job: &JobGraph, node: NodeId, subtask: u32) -> TaskLocation {
@@ -85,7 +88,13 @@ fn location(job: &JobGraph, node: NodeId, subtask: u32) -> TaskLocation {
     }
 }
 
-fn context(job: &JobGraph, node: NodeId, subtask: u32, executor: usize) -> OperatorContext {
+fn context(
+    job: &JobGraph,
+    node: NodeId,
+    subtask: u32,
+    executor: usize,
+    processing_time: &ProcessingTimeService,
+) -> OperatorContext {
     let parallelism = job.node_parallelism[node];
     OperatorContext {
         name: job.stream.nodes[node].name.clone(),
@@ -94,6 +103,7 @@ fn context(job: &JobGraph, node: NodeId, subtask: u32, executor: usize) -> Opera
         max_parallelism: job.max_parallelism,
         key_group_range: KeyGroupRange::for_operator(job.max_parallelism, parallelism, subtask),
         executor,
+        processing_time: processing_time.clone(),
     }
 }
 
@@ -151,6 +161,7 @@ fn build(job: &JobGraph, subtask: SubtaskId, env: &TaskEnv) -> TaskResult<Task> 
         node: NodeId,
         subtask: SubtaskId,
         executor: usize,
+        timers: &ProcessingTimeService,
         writers: &mut HashMap<usize, Box<dyn Any>>,
     ) -> TaskResult<Box<dyn Any>> {
         let mut outs = Vec::new();
@@ -159,7 +170,14 @@ fn build(job: &JobGraph, subtask: SubtaskId, env: &TaskEnv) -> TaskResult<Task> 
                 continue;
             }
             if job.edge_chained[index] {
-                outs.push(build_node(job, edge.target, subtask, executor, writers)?);
+                outs.push(build_node(
+                    job,
+                    edge.target,
+                    subtask,
+                    executor,
+                    timers,
+                    writers,
+                )?);
             } else {
                 outs.push(
                     writers
@@ -174,7 +192,7 @@ fn build(job: &JobGraph, subtask: SubtaskId, env: &TaskEnv) -> TaskResult<Task> 
             1 => outs.pop().expect("one output"),
             _ => (ops.fan_out)(outs),
         };
-        let ctx = context(job, node, subtask.index, executor);
+        let ctx = context(job, node, subtask.index, executor, timers);
         let loc = location(job, node, subtask.index);
         match &job.stream.nodes[node].body {
             NodeBody::Source(factory) => Ok(Box::new(factory(&ctx, loc, out))),
@@ -182,7 +200,15 @@ fn build(job: &JobGraph, subtask: SubtaskId, env: &TaskEnv) -> TaskResult<Task> 
         }
     }
 
-    let chain = build_node(job, vertex.head, subtask, env.executor, &mut writers)?;
+    let timers = ProcessingTimeService::default();
+    let chain = build_node(
+        job,
+        vertex.head,
+        subtask,
+        env.executor,
+        &timers,
+        &mut writers,
+    )?;
     let head = match &job.stream.nodes[vertex.head].body {
         NodeBody::Source(_) => Head::Source(
             *chain
@@ -208,7 +234,8 @@ fn build(job: &JobGraph, subtask: SubtaskId, env: &TaskEnv) -> TaskResult<Task> 
     };
     Ok(Task {
         head,
-        head_context: context(job, vertex.head, subtask.index, env.executor),
+        head_context: context(job, vertex.head, subtask.index, env.executor, &timers),
+        timers,
         outputs,
         blocked,
         buffer_timeout: env.config.buffer_timeout,
@@ -258,17 +285,45 @@ impl Task {
         self.outputs.iter().any(|o| o.has_partial())
     }
 
-    /// Flushes if the buffer timeout has passed since the last flush, and
-    /// yields to the executor's other tasks if this one ran long enough.
-    async fn flush_and_yield_if_due(&mut self) {
+    /// When the task must wake up even without input: the buffer timeout of
+    /// a partial buffer, or the earliest processing-time deadline.
+    fn wake_at(&self) -> Option<Instant> {
+        let flush = self
+            .has_partial()
+            .then(|| self.last_flush + self.buffer_timeout);
+        let timer = self.timers.next_deadline().map(instant_at);
+        match (flush, timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Fires due processing-time timers and flushes if the buffer timeout
+    /// has passed since the last flush.
+    async fn housekeeping(&mut self) -> TaskResult {
+        if self.timers.next_deadline().is_some_and(|d| d <= now_ms()) {
+            self.timers.fire_due(now_ms())?;
+            if self.blocked.get() {
+                self.unblock().await?;
+            }
+        }
         let now = Instant::now();
         if !self.outputs.is_empty() && now.duration_since(self.last_flush) >= self.buffer_timeout {
             self.flush(now);
         }
+        Ok(())
+    }
+
+    /// Housekeeping, then yields to the executor's other tasks if this one ran
+    /// long enough.
+    async fn housekeeping_and_yield(&mut self) -> TaskResult {
+        self.housekeeping().await?;
+        let now = Instant::now();
         if now.duration_since(self.last_yield) >= YIELD_INTERVAL {
             futures_lite::future::yield_now().await;
             self.last_yield = Instant::now();
         }
+        Ok(())
     }
 
     async fn run_source(&mut self) -> TaskResult<u64> {
@@ -283,25 +338,21 @@ impl Task {
             match driver.step(SOURCE_BATCH_RECORDS, &self.blocked)? {
                 SourceStep::More => {}
                 SourceStep::Blocked => self.unblock().await?,
-                SourceStep::Wait(until) => {
+                SourceStep::Wait(until) => loop {
+                    // Sleep until the source has more, waking for flushes and timers.
                     let now = Instant::now();
-                    if self.has_partial() {
-                        let due = self.last_flush + self.buffer_timeout;
-                        if now >= due {
-                            self.flush(now);
-                        } else if until > due {
-                            glommio::timer::sleep(due - now).await;
-                            self.flush(Instant::now());
-                        }
+                    if now >= until {
+                        break;
                     }
-                    let now = Instant::now();
-                    if until > now {
-                        glommio::timer::sleep(until - now).await;
+                    let wake = self.wake_at().map_or(until, |w| w.min(until));
+                    if wake > now {
+                        glommio::timer::sleep(wake - now).await;
                     }
-                }
+                    self.housekeeping().await?;
+                },
                 SourceStep::End => break,
             }
-            self.flush_and_yield_if_due().await;
+            self.housekeeping_and_yield().await?;
         }
         let Head::Source(driver) = &mut self.head else {
             unreachable!()
@@ -322,37 +373,32 @@ impl Task {
                 unreachable!()
             };
             let mut item = gate.try_next().map_err(net_error)?;
-            if item.is_none() && !gate.is_finished() {
-                // Out of input: send what is buffered now, or when the timeout is due.
-                if self.has_partial() {
-                    let now = Instant::now();
-                    let due = self.last_flush + self.buffer_timeout;
-                    if now >= due {
-                        self.flush(now);
-                    } else {
-                        let Head::Input(_, gate) = &self.head else {
-                            unreachable!()
-                        };
-                        let arrived = future::or(async { Some(gate.next().await) }, async {
-                            glommio::timer::sleep(due - now).await;
-                            None
-                        })
-                        .await;
-                        match arrived {
-                            Some(result) => item = result.map_err(net_error)?,
-                            None => {
-                                self.flush(Instant::now());
-                                continue;
-                            }
-                        }
+            // Out of input: wait for more, waking to flush a partial buffer
+            // when the timeout is due and to fire processing-time timers.
+            while item.is_none() {
+                let Head::Input(_, gate) = &self.head else {
+                    unreachable!()
+                };
+                if gate.is_finished() {
+                    break;
+                }
+                let Some(wake) = self.wake_at() else {
+                    item = gate.next().await.map_err(net_error)?;
+                    break;
+                };
+                let now = Instant::now();
+                if wake > now {
+                    let arrived = future::or(async { Some(gate.next().await) }, async {
+                        glommio::timer::sleep(wake - now).await;
+                        None
+                    })
+                    .await;
+                    if let Some(result) = arrived {
+                        item = result.map_err(net_error)?;
+                        break;
                     }
                 }
-                if item.is_none() {
-                    let Head::Input(_, gate) = &self.head else {
-                        unreachable!()
-                    };
-                    item = gate.next().await.map_err(net_error)?;
-                }
+                self.housekeeping().await?;
             }
             match item {
                 None => break,
@@ -371,7 +417,7 @@ impl Task {
                         unreachable!()
                     };
                     gate.release(channel, buffer);
-                    self.flush_and_yield_if_due().await;
+                    self.housekeeping_and_yield().await?;
                 }
                 Some((channel, Envelope::Event(Event::Watermark(watermark)))) => {
                     if let Some(advanced) = self.valve.on_watermark(channel, watermark) {
@@ -379,9 +425,12 @@ impl Task {
                     }
                 }
                 Some((channel, Envelope::Event(Event::EndOfPartition))) => {
-                    if let Some(advanced) = self.valve.on_end(channel) {
-                        self.emit_watermark(advanced).await?;
-                    }
+                    let change = self.valve.on_end(channel);
+                    self.apply_valve(change).await?;
+                }
+                Some((channel, Envelope::Event(Event::WatermarkStatus { idle }))) => {
+                    let change = self.valve.on_status(channel, idle);
+                    self.apply_valve(change).await?;
                 }
                 Some((_, Envelope::Event(Event::Cancel))) => {
                     return Err(Box::new(TaskError::Cancelled {
@@ -397,6 +446,30 @@ impl Task {
         };
         driver.finish()?;
         Ok(driver.records_in())
+    }
+
+    /// Pushes a change of the input's watermark status through the chain:
+    /// becoming active goes out before the watermark, idle after it.
+    async fn apply_valve(&mut self, change: ValveOutput) -> TaskResult {
+        let Head::Input(driver, _) = &mut self.head else {
+            unreachable!()
+        };
+        if change.status == Some(false) {
+            driver.watermark_status(false)?;
+        }
+        if let Some(watermark) = change.watermark {
+            self.emit_watermark(watermark).await?;
+        }
+        if change.status == Some(true) {
+            let Head::Input(driver, _) = &mut self.head else {
+                unreachable!()
+            };
+            driver.watermark_status(true)?;
+        }
+        if self.blocked.get() {
+            self.unblock().await?;
+        }
+        Ok(())
     }
 
     /// Pushes a new watermark through the chain (and out of its writers).

@@ -1,27 +1,45 @@
-//! Event-time windows on keyed streams: tumbling and sliding (hop) windows
-//! with incremental aggregation, fired by the watermark.
+//! Windows on keyed streams: tumbling, sliding (hop) and session windows, on
+//! event time or processing time, with incremental (`aggregate`, `reduce`)
+//! or full (`process`) window functions, allowed lateness and a side output
+//! for late records.
 //!
 //! State is per key, in the subtask's key-grouped map: the open windows of a
-//! key and their accumulators. A timer queue ordered by window end says which
-//! (key, window) pairs fire when the watermark passes `end - 1` (Flink's
-//! `TimeWindow.maxTimestamp`). A record whose every window has already fired
-//! is late; it is dropped and counted, since allowed lateness and side outputs
-//! are not built yet.
+//! key and their accumulators. A timer queue ordered by time says which
+//! (key, window) pairs fire when the watermark (or the clock) reaches the
+//! window's `end - 1` (Flink's `TimeWindow.maxTimestamp`), and, with allowed
+//! lateness, when the window is dropped at `end - 1 + lateness`. Until then a
+//! late record still updates its window and fires it again (Flink's
+//! `EventTimeTrigger`). A record whose every window is past its lateness is
+//! late: it goes to the late-data side output if there is one, else it is
+//! dropped and counted.
 //!
-//! Invariants: a (key, window) pair is in the timer queue exactly once while
-//! its accumulator exists; results of a window leave before the watermark that
-//! fired it.
+//! Session windows merge: a record opens `[ts, ts + gap)`, which absorbs
+//! every window of the key it touches; their accumulators merge.
+//!
+//! Invariants: timers are checked against the key's current windows when
+//! they come up, so timers of merged or dropped windows are skipped; a
+//! window's timers are registered once, when the window first appears;
+//! results of a window leave before the watermark that fired it.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::hash::Hash;
+use std::marker::PhantomData;
+use std::rc::Rc;
+use std::sync::Arc;
 
 use rheon_state::key_group::assign_to_key_group;
 use rheon_state::keyed::KeyGroupedMap;
 
+use crate::api::functions::OperatorContext;
 use crate::error::{TaskLocation, TaskResult};
-use crate::runtime::collector::{guarded, BoxCollector, Collector};
+use crate::runtime::collector::{guarded, BoxCollector, Collector, Emitter, Shared};
+use crate::runtime::timers::{
+    now_ms, ProcessingTimeService, ProcessingTimeTarget, TargetId, TimeDomain,
+};
+use crate::runtime::watermark::{WATERMARK_MAX, WATERMARK_MIN};
 
-/// A half-open interval of event time `[start, end)` in milliseconds.
+/// A half-open interval of time `[start, end)` in milliseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TimeWindow {
     pub start: i64,
@@ -33,6 +51,20 @@ impl TimeWindow {
     pub fn max_timestamp(&self) -> i64 {
         self.end - 1
     }
+
+    /// Whether the windows overlap or touch (Flink's `intersects`: session
+    /// windows that touch merge).
+    pub fn intersects(&self, other: &TimeWindow) -> bool {
+        self.start <= other.end && self.end >= other.start
+    }
+
+    /// The smallest window covering both.
+    pub fn cover(&self, other: &TimeWindow) -> TimeWindow {
+        TimeWindow {
+            start: self.start.min(other.start),
+            end: self.end.max(other.end),
+        }
+    }
 }
 
 /// Which windows a timestamp falls in.
@@ -42,23 +74,42 @@ pub enum WindowAssigner {
     Tumbling { size_ms: i64 },
     /// Windows of `size_ms` starting every `slide_ms` (Flink's sliding, SQL's HOP).
     Sliding { size_ms: i64, slide_ms: i64 },
+    /// Per key, records closer than `gap_ms` apart share a window.
+    Session { gap_ms: i64 },
+}
+
+fn millis(d: std::time::Duration) -> i64 {
+    (d.as_millis() as i64).max(1)
 }
 
 impl WindowAssigner {
     pub fn tumbling(size: std::time::Duration) -> Self {
         WindowAssigner::Tumbling {
-            size_ms: (size.as_millis() as i64).max(1),
+            size_ms: millis(size),
         }
     }
 
     pub fn sliding(size: std::time::Duration, slide: std::time::Duration) -> Self {
         WindowAssigner::Sliding {
-            size_ms: (size.as_millis() as i64).max(1),
-            slide_ms: (slide.as_millis() as i64).max(1),
+            size_ms: millis(size),
+            slide_ms: millis(slide),
         }
     }
 
-    /// Calls `f` with every window containing `ts`, latest start first.
+    /// Session windows closed after `gap` without records of the key.
+    pub fn session(gap: std::time::Duration) -> Self {
+        WindowAssigner::Session {
+            gap_ms: millis(gap),
+        }
+    }
+
+    /// Whether windows of a key can merge (sessions).
+    pub fn is_merging(&self) -> bool {
+        matches!(self, WindowAssigner::Session { .. })
+    }
+
+    /// Calls `f` with every window containing `ts`, latest start first (a
+    /// session assigner gives the record's own window, before merging).
     pub fn for_each_window(&self, ts: i64, mut f: impl FnMut(TimeWindow)) {
         match *self {
             WindowAssigner::Tumbling { size_ms } => {
@@ -78,142 +129,543 @@ impl WindowAssigner {
                     start -= slide_ms;
                 }
             }
+            WindowAssigner::Session { gap_ms } => f(TimeWindow {
+                start: ts,
+                end: ts + gap_ms,
+            }),
         }
     }
 }
 
-/// The user's incremental aggregation: a fresh accumulator, how a record
-/// adds to it, and the result of a fired window.
-pub(crate) struct WindowFunctions<Init, Add, Res> {
+/// What a window holds and computes: an accumulator per (key, window).
+pub(crate) trait WindowFunction<K, T, O>: 'static {
+    type Acc: 'static;
+    fn create(&mut self) -> Self::Acc;
+    fn add(&mut self, acc: &mut Self::Acc, record: &T);
+    /// Combines the accumulators of merging (session) windows, `a` earlier.
+    fn merge(&mut self, a: Self::Acc, b: Self::Acc) -> Self::Acc;
+    fn emit(&mut self, key: &K, window: TimeWindow, acc: &Self::Acc, out: &mut Emitter<'_, O>);
+}
+
+/// Incremental aggregation with user closures.
+pub(crate) struct AggregateFn<Init, Add, Merge, Res> {
     pub(crate) init: Init,
     pub(crate) add: Add,
+    /// Required for session windows (checked when the stream is built).
+    pub(crate) merge: Option<Merge>,
     pub(crate) result: Res,
 }
 
-pub(crate) struct WindowAggregate<K, T, Acc, O, KF, TF, Init, Add, Res> {
-    pub(crate) key_fn: KF,
-    pub(crate) timestamp_fn: TF,
-    pub(crate) assigner: WindowAssigner,
-    pub(crate) functions: WindowFunctions<Init, Add, Res>,
-    /// Per key: its open windows and their accumulators.
-    pub(crate) state: KeyGroupedMap<K, Vec<(TimeWindow, Acc)>>,
-    /// Window end -> the keys (with key group) that have that window open.
-    pub(crate) timers: BTreeMap<i64, Vec<(u32, K)>>,
-    pub(crate) watermark: i64,
-    pub(crate) max_parallelism: u32,
-    pub(crate) late_records: u64,
-    pub(crate) out: BoxCollector<O>,
-    pub(crate) location: TaskLocation,
-    pub(crate) _types: std::marker::PhantomData<fn(T)>,
+impl<K, T, O, Acc, Init, Add, Merge, Res> WindowFunction<K, T, O>
+    for AggregateFn<Init, Add, Merge, Res>
+where
+    Acc: 'static,
+    Init: FnMut() -> Acc + 'static,
+    Add: FnMut(&mut Acc, &T) + 'static,
+    Merge: FnMut(Acc, Acc) -> Acc + 'static,
+    Res: FnMut(&K, TimeWindow, &Acc) -> O + 'static,
+{
+    type Acc = Acc;
+    fn create(&mut self) -> Acc {
+        (self.init)()
+    }
+    fn add(&mut self, acc: &mut Acc, record: &T) {
+        (self.add)(acc, record)
+    }
+    fn merge(&mut self, a: Acc, b: Acc) -> Acc {
+        let merge = self
+            .merge
+            .as_mut()
+            .expect("merging windows are built with a merge function");
+        merge(a, b)
+    }
+    fn emit(&mut self, key: &K, window: TimeWindow, acc: &Acc, out: &mut Emitter<'_, O>) {
+        out.emit((self.result)(key, window, acc));
+    }
 }
 
-impl<K, T, Acc, O, KF, TF, Init, Add, Res> WindowAggregate<K, T, Acc, O, KF, TF, Init, Add, Res>
+/// Full window function: the window's records, in arrival order.
+pub(crate) struct ProcessFn<F>(pub(crate) F);
+
+impl<K, T, O, F> WindowFunction<K, T, O> for ProcessFn<F>
 where
-    K: Hash + Eq + Clone,
-    Init: FnMut() -> Acc,
-    Add: FnMut(&mut Acc, &T),
-    Res: FnMut(&K, TimeWindow, Acc) -> O,
+    T: Clone + 'static,
+    F: FnMut(&K, TimeWindow, &[T], &mut Emitter<'_, O>) + 'static,
 {
-    /// Emits every window whose end is at or before `watermark + 1`.
-    fn fire_up_to(&mut self, watermark: i64) -> TaskResult {
-        while let Some(entry) = self.timers.first_entry() {
-            let end = *entry.key();
-            if end - 1 > watermark {
-                break;
-            }
-            for (key_group, key) in entry.remove() {
-                let Some(windows) = self.state.get_mut(key_group, &key) else {
-                    continue;
-                };
-                let Some(index) = windows.iter().position(|(w, _)| w.end == end) else {
-                    continue;
-                };
-                let (window, acc) = windows.swap_remove(index);
-                if windows.is_empty() {
-                    self.state.remove(key_group, &key);
-                }
-                let result = &mut self.functions.result;
-                let value = guarded(&self.location, || result(&key, window, acc))?;
-                self.out.collect(value)?;
-            }
+    type Acc = Vec<T>;
+    fn create(&mut self) -> Vec<T> {
+        Vec::new()
+    }
+    fn add(&mut self, acc: &mut Vec<T>, record: &T) {
+        acc.push(record.clone());
+    }
+    fn merge(&mut self, mut a: Vec<T>, mut b: Vec<T>) -> Vec<T> {
+        a.append(&mut b);
+        a
+    }
+    fn emit(&mut self, key: &K, window: TimeWindow, acc: &Vec<T>, out: &mut Emitter<'_, O>) {
+        (self.0)(key, window, acc, out)
+    }
+}
+
+/// How a window operator learns the time of a record.
+pub(crate) enum WindowTime<T> {
+    /// Event time from the record, advanced by watermarks.
+    Event(Arc<dyn Fn(&T) -> i64 + Send + Sync>),
+    /// The wall clock when the record arrives.
+    Processing,
+}
+
+impl<T> Clone for WindowTime<T> {
+    fn clone(&self) -> Self {
+        match self {
+            WindowTime::Event(f) => WindowTime::Event(f.clone()),
+            WindowTime::Processing => WindowTime::Processing,
         }
+    }
+}
+
+/// How the operator's results and late records reach its one output `E`:
+/// `E = O` without a side output, `E = Either<O, T>` with one.
+pub(crate) struct WindowOutputs<O, T, E> {
+    pub(crate) result: fn(O) -> E,
+    pub(crate) late: Option<fn(T) -> E>,
+}
+
+/// Adapts the operator's output `E` to a collector of results `O`.
+struct Wrap<'a, O, E> {
+    out: &'a mut dyn Collector<E>,
+    wrap: fn(O) -> E,
+}
+
+impl<O, E> Collector<O> for Wrap<'_, O, E> {
+    #[inline]
+    fn collect(&mut self, record: O) -> TaskResult {
+        self.out.collect((self.wrap)(record))
+    }
+    fn finish(&mut self) -> TaskResult {
         Ok(())
     }
 }
 
-impl<K, T, Acc, O, KF, TF, Init, Add, Res> Collector<T>
-    for WindowAggregate<K, T, Acc, O, KF, TF, Init, Add, Res>
+type Timers<K> = BTreeMap<i64, Vec<(u32, K, TimeWindow)>>;
+
+pub(crate) struct WindowOperator<K, T, O, E, KF, W: WindowFunction<K, T, O>> {
+    key_fn: KF,
+    time: WindowTime<T>,
+    assigner: WindowAssigner,
+    lateness_ms: i64,
+    function: W,
+    /// Per key: its open windows and their accumulators.
+    state: KeyGroupedMap<K, Vec<(TimeWindow, W::Acc)>>,
+    /// Fire and clean-up times -> the (key group, key, window) due then.
+    timers: Timers<K>,
+    watermark: i64,
+    max_parallelism: u32,
+    outputs: WindowOutputs<O, T, E>,
+    out: BoxCollector<E>,
+    /// Late records dropped for want of a side output.
+    pub(crate) late_dropped: u64,
+    service: ProcessingTimeService,
+    target: Option<TargetId>,
+    scheduled: Option<i64>,
+    location: TaskLocation,
+    _types: PhantomData<fn(T) -> O>,
+}
+
+/// What the builder hands to every subtask's operator.
+pub(crate) struct WindowSpec<T> {
+    pub(crate) time: WindowTime<T>,
+    pub(crate) assigner: WindowAssigner,
+    pub(crate) lateness_ms: i64,
+}
+
+/// Builds the operator for one subtask, registered with its task's
+/// processing-time service when it runs on processing time.
+pub(crate) fn window_operator<K, T, O, E, KF, W>(
+    key_fn: KF,
+    spec: &WindowSpec<T>,
+    function: W,
+    outputs: WindowOutputs<O, T, E>,
+    ctx: &OperatorContext,
+    out: BoxCollector<E>,
+    location: TaskLocation,
+) -> Shared<WindowOperator<K, T, O, E, KF, W>>
+where
+    K: Hash + Eq + Clone + 'static,
+    T: 'static,
+    O: 'static,
+    E: 'static,
+    KF: FnMut(&T) -> K + 'static,
+    W: WindowFunction<K, T, O>,
+{
+    let op = Rc::new(RefCell::new(WindowOperator {
+        key_fn,
+        time: spec.time.clone(),
+        assigner: spec.assigner,
+        lateness_ms: spec.lateness_ms,
+        function,
+        state: KeyGroupedMap::new(ctx.key_group_range, ctx.max_parallelism),
+        timers: BTreeMap::new(),
+        watermark: WATERMARK_MIN,
+        max_parallelism: ctx.max_parallelism,
+        outputs,
+        out,
+        late_dropped: 0,
+        service: ctx.processing_time.clone(),
+        target: None,
+        scheduled: None,
+        location,
+        _types: PhantomData,
+    }));
+    if matches!(spec.time, WindowTime::Processing) {
+        let target = ctx.processing_time.register(op.clone());
+        op.borrow_mut().target = Some(target);
+    }
+    Shared(op)
+}
+
+impl<K, T, O, E, KF, W> WindowOperator<K, T, O, E, KF, W>
 where
     K: Hash + Eq + Clone,
-    KF: FnMut(&T) -> K,
-    TF: FnMut(&T) -> i64,
-    Init: FnMut() -> Acc,
-    Add: FnMut(&mut Acc, &T),
-    Res: FnMut(&K, TimeWindow, Acc) -> O,
+    W: WindowFunction<K, T, O>,
 {
-    fn collect(&mut self, record: T) -> TaskResult {
-        let (key_fn, timestamp_fn) = (&mut self.key_fn, &mut self.timestamp_fn);
-        let (key, ts) = guarded(&self.location, || (key_fn(&record), timestamp_fn(&record)))?;
-        let key_group = assign_to_key_group(&key, self.max_parallelism);
-        let watermark = self.watermark;
-        let (assigner, functions, timers) = (self.assigner, &mut self.functions, &mut self.timers);
+    fn domain(&self) -> TimeDomain {
+        match self.time {
+            WindowTime::Event(_) => TimeDomain::EventTime,
+            WindowTime::Processing => TimeDomain::ProcessingTime,
+        }
+    }
+
+    /// Whether every timestamp of the window is past its allowed lateness.
+    fn is_late(&self, window: &TimeWindow) -> bool {
+        self.domain() == TimeDomain::EventTime
+            && window.max_timestamp().saturating_add(self.lateness_ms) <= self.watermark
+    }
+
+    /// Whether the window's regular firing time has passed (a record within
+    /// the allowed lateness fires it again).
+    fn is_past_end(&self, window: &TimeWindow) -> bool {
+        self.domain() == TimeDomain::EventTime && window.max_timestamp() <= self.watermark
+    }
+
+    fn add_timer(&mut self, key_group: u32, key: &K, window: TimeWindow) {
+        let fire = window.max_timestamp();
+        // A window that appears within the allowed lateness fires on its
+        // record (see `refire`), not again on the next watermark.
+        if !self.is_past_end(&window) {
+            self.timers
+                .entry(fire)
+                .or_default()
+                .push((key_group, key.clone(), window));
+        }
+        if self.lateness_ms > 0 && self.domain() == TimeDomain::EventTime {
+            self.timers
+                .entry(fire.saturating_add(self.lateness_ms))
+                .or_default()
+                .push((key_group, key.clone(), window));
+        }
+        if self.domain() == TimeDomain::ProcessingTime && self.scheduled.is_none_or(|s| fire < s) {
+            self.scheduled = Some(fire);
+            if let Some(target) = self.target {
+                self.service.schedule(target, fire);
+            }
+        }
+    }
+
+    fn emit(&mut self, key: &K, window: TimeWindow, acc: &W::Acc) -> TaskResult {
+        let mut wrap = Wrap {
+            out: self.out.as_mut(),
+            wrap: self.outputs.result,
+        };
+        let mut emitter = Emitter::new(&mut wrap);
+        let function = &mut self.function;
+        guarded(&self.location, || {
+            function.emit(key, window, acc, &mut emitter)
+        })?;
+        emitter.into_result()
+    }
+
+    fn late(&mut self, record: T) -> TaskResult {
+        match self.outputs.late {
+            Some(wrap) => self.out.collect(wrap(record)),
+            None => {
+                self.late_dropped += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Fires and drops every window whose timers are due at `time`.
+    fn fire_timers(&mut self, time: i64) -> TaskResult {
+        let processing = self.domain() == TimeDomain::ProcessingTime;
+        while let Some(entry) = self.timers.first_entry() {
+            let due = *entry.key();
+            if due > time {
+                break;
+            }
+            for (key_group, key, window) in entry.remove() {
+                let Some(windows) = self.state.get_mut(key_group, &key) else {
+                    continue;
+                };
+                let Some(index) = windows.iter().position(|(w, _)| *w == window) else {
+                    continue;
+                };
+                let fire = due == window.max_timestamp();
+                let purge =
+                    processing || due == window.max_timestamp().saturating_add(self.lateness_ms);
+                if purge {
+                    let (window, acc) = windows.swap_remove(index);
+                    if windows.is_empty() {
+                        self.state.remove(key_group, &key);
+                    }
+                    if fire {
+                        self.emit(&key, window, &acc)?;
+                    }
+                } else if fire {
+                    // Kept for the allowed lateness: emit without dropping.
+                    let (state, function, out, wrap, location) = (
+                        &mut self.state,
+                        &mut self.function,
+                        self.out.as_mut(),
+                        self.outputs.result,
+                        &self.location,
+                    );
+                    let acc = &state.get_mut(key_group, &key).expect("found above")[index].1;
+                    let mut wrap = Wrap { out, wrap };
+                    let mut emitter = Emitter::new(&mut wrap);
+                    guarded(location, || function.emit(&key, window, acc, &mut emitter))?;
+                    emitter.into_result()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A record of a non-merging assigner.
+    fn add_to_windows(&mut self, key_group: u32, key: K, ts: i64, record: T) -> TaskResult {
         // Look up before inserting: `entry` would clone the key (an allocation
         // for string keys) on every record, not just a key's first.
         if self.state.get_mut(key_group, &key).is_none() {
             self.state.insert(key_group, key.clone(), Vec::new());
         }
-        let windows = self.state.get_mut(key_group, &key).expect("inserted above");
         let mut on_time = false;
         let mut failure = None;
-        assigner.for_each_window(ts, |window| {
-            if window.max_timestamp() <= watermark || failure.is_some() {
-                return;
+        let mut created = Vec::new();
+        let mut refire = Vec::new();
+        let assigner = self.assigner;
+        let late_fn = |w: &TimeWindow| self.is_late(w);
+        let past_end = |w: &TimeWindow| self.is_past_end(w);
+        // A record's windows, without allocating for up to 16 (sliding
+        // windows of size / slide <= 16).
+        let mut candidates: [Option<(TimeWindow, bool, bool)>; 16] = [None; 16];
+        let mut more = Vec::new();
+        let mut count = 0;
+        assigner.for_each_window(ts, |w| {
+            let entry = (w, late_fn(&w), past_end(&w));
+            if count < candidates.len() {
+                candidates[count] = Some(entry);
+            } else {
+                more.push(entry);
+            }
+            count += 1;
+        });
+        let windows = self.state.get_mut(key_group, &key).expect("inserted above");
+        let (function, location) = (&mut self.function, &self.location);
+        for (window, late, past_end) in candidates.iter().flatten().copied().chain(more) {
+            if late || failure.is_some() {
+                continue;
             }
             on_time = true;
             let slot = match windows.iter().position(|(w, _)| *w == window) {
                 Some(i) => i,
-                None => {
-                    match guarded(&self.location, &mut functions.init) {
-                        Ok(acc) => windows.push((window, acc)),
-                        Err(e) => {
-                            failure = Some(e);
-                            return;
-                        }
+                None => match guarded(location, || function.create()) {
+                    Ok(acc) => {
+                        windows.push((window, acc));
+                        created.push(window);
+                        windows.len() - 1
                     }
-                    timers
-                        .entry(window.end)
-                        .or_default()
-                        .push((key_group, key.clone()));
-                    windows.len() - 1
-                }
+                    Err(e) => {
+                        failure = Some(e);
+                        continue;
+                    }
+                },
             };
             let acc = &mut windows[slot].1;
-            if let Err(e) = guarded(&self.location, || (functions.add)(acc, &record)) {
+            if let Err(e) = guarded(location, || function.add(acc, &record)) {
                 failure = Some(e);
             }
-        });
+            if past_end {
+                refire.push(window);
+            }
+        }
         if windows.is_empty() {
             self.state.remove(key_group, &key);
         }
         if let Some(e) = failure {
             return Err(e);
         }
+        for window in created {
+            self.add_timer(key_group, &key, window);
+        }
+        for window in refire {
+            self.refire(key_group, &key, window)?;
+        }
         if !on_time {
-            self.late_records += 1;
+            self.late(record)?;
         }
         Ok(())
+    }
+
+    /// A record within the allowed lateness fired its window again.
+    fn refire(&mut self, key_group: u32, key: &K, window: TimeWindow) -> TaskResult {
+        let (state, function, out, wrap, location) = (
+            &mut self.state,
+            &mut self.function,
+            self.out.as_mut(),
+            self.outputs.result,
+            &self.location,
+        );
+        let Some(windows) = state.get_mut(key_group, key) else {
+            return Ok(());
+        };
+        let Some((_, acc)) = windows.iter().find(|(w, _)| *w == window) else {
+            return Ok(());
+        };
+        let mut wrap = Wrap { out, wrap };
+        let mut emitter = Emitter::new(&mut wrap);
+        guarded(location, || function.emit(key, window, acc, &mut emitter))?;
+        emitter.into_result()
+    }
+
+    /// A record of a session assigner: its window absorbs the key's windows
+    /// it touches.
+    fn merge_into_windows(&mut self, key_group: u32, key: K, ts: i64, record: T) -> TaskResult {
+        let mut own = None;
+        self.assigner.for_each_window(ts, |w| own = Some(w));
+        let own = own.expect("a session assigner gives one window");
+        let mut merged = own;
+        if let Some(windows) = self.state.get(key_group, &key) {
+            for (w, _) in windows {
+                if w.intersects(&own) {
+                    merged = merged.cover(w);
+                }
+            }
+        }
+        if self.is_late(&merged) {
+            return self.late(record);
+        }
+        if self.state.get_mut(key_group, &key).is_none() {
+            self.state.insert(key_group, key.clone(), Vec::new());
+        }
+        let windows = self.state.get_mut(key_group, &key).expect("inserted above");
+        let mut absorbed: Vec<(TimeWindow, W::Acc)> = Vec::new();
+        let mut i = 0;
+        while i < windows.len() {
+            if windows[i].0.intersects(&own) {
+                absorbed.push(windows.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        absorbed.sort_by_key(|(w, _)| w.start);
+        let existed = absorbed.iter().any(|(w, _)| *w == merged);
+        let (function, location) = (&mut self.function, &self.location);
+        let acc = guarded(location, || {
+            let mut acc: Option<W::Acc> = None;
+            for (_, a) in absorbed {
+                acc = Some(match acc {
+                    None => a,
+                    Some(prev) => function.merge(prev, a),
+                });
+            }
+            let mut acc = acc.unwrap_or_else(|| function.create());
+            function.add(&mut acc, &record);
+            acc
+        })?;
+        windows.push((merged, acc));
+        if !existed {
+            self.add_timer(key_group, &key, merged);
+        }
+        if self.is_past_end(&merged) {
+            self.refire(key_group, &key, merged)?;
+        }
+        Ok(())
+    }
+
+    fn schedule_next(&mut self) {
+        if self.domain() != TimeDomain::ProcessingTime {
+            return;
+        }
+        if let Some((&next, _)) = self.timers.first_key_value() {
+            if self.scheduled.is_none_or(|s| next < s) {
+                self.scheduled = Some(next);
+                if let Some(target) = self.target {
+                    self.service.schedule(target, next);
+                }
+            }
+        }
+    }
+}
+
+impl<K, T, O, E, KF, W> Collector<T> for WindowOperator<K, T, O, E, KF, W>
+where
+    K: Hash + Eq + Clone,
+    KF: FnMut(&T) -> K,
+    W: WindowFunction<K, T, O>,
+{
+    fn collect(&mut self, record: T) -> TaskResult {
+        let key_fn = &mut self.key_fn;
+        let (key, ts) = match &self.time {
+            WindowTime::Event(ts_fn) => {
+                guarded(&self.location, || (key_fn(&record), ts_fn(&record)))?
+            }
+            WindowTime::Processing => (guarded(&self.location, || key_fn(&record))?, now_ms()),
+        };
+        let key_group = assign_to_key_group(&key, self.max_parallelism);
+        if self.assigner.is_merging() {
+            self.merge_into_windows(key_group, key, ts, record)
+        } else {
+            self.add_to_windows(key_group, key, ts, record)
+        }
     }
 
     fn watermark(&mut self, watermark: i64) -> TaskResult {
         if watermark > self.watermark {
             self.watermark = watermark;
-            self.fire_up_to(watermark)?;
+            if self.domain() == TimeDomain::EventTime {
+                self.fire_timers(watermark)?;
+            }
         }
         self.out.watermark(watermark)
     }
 
+    fn watermark_status(&mut self, idle: bool) -> TaskResult {
+        self.out.watermark_status(idle)
+    }
+
+    /// End of input: every window fires (as the final maximum watermark
+    /// does in Flink; processing-time windows fire too instead of being
+    /// lost).
     fn finish(&mut self) -> TaskResult {
+        self.watermark = WATERMARK_MAX;
+        self.fire_timers(WATERMARK_MAX)?;
         self.out.finish()
+    }
+}
+
+impl<K, T, O, E, KF, W> ProcessingTimeTarget for WindowOperator<K, T, O, E, KF, W>
+where
+    K: Hash + Eq + Clone,
+    W: WindowFunction<K, T, O>,
+{
+    fn on_processing_time(&mut self, now_ms: i64) -> TaskResult {
+        if self.scheduled.is_some_and(|s| s <= now_ms) {
+            self.scheduled = None;
+        }
+        self.fire_timers(now_ms)?;
+        self.schedule_next();
+        Ok(())
     }
 }
 

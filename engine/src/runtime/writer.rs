@@ -62,8 +62,9 @@ pub(crate) struct WriterParts {
 /// What waits in the overflow queue, in order.
 enum Parked<T> {
     Record(usize, T),
-    /// A watermark must not overtake records parked before it.
-    Watermark(i64),
+    /// A watermark (or watermark status) must not overtake records parked
+    /// before it.
+    Event(Event),
 }
 
 enum Route<T> {
@@ -183,11 +184,20 @@ impl<T: Data> WriterState<T> {
         }
     }
 
-    /// Sends the watermark on every channel behind the data written so far.
-    fn emit_watermark(&mut self, watermark: i64) {
+    /// Sends the event on every channel behind the data written so far.
+    fn emit_event(&mut self, event: Event) {
         self.flush();
         for channel in self.channels.iter() {
-            channel.send_event(Event::Watermark(watermark));
+            channel.send_event(event.clone());
+        }
+    }
+
+    /// Sends the event now, or parks it behind parked records.
+    fn event_in_order(&mut self, event: Event) {
+        if self.overflow.is_empty() {
+            self.emit_event(event);
+        } else {
+            self.overflow.push_back(Parked::Event(event));
         }
     }
 
@@ -237,12 +247,16 @@ impl<T: Data> Collector<T> for RecordWriter<T> {
     }
 
     fn watermark(&mut self, watermark: i64) -> TaskResult {
-        let mut s = self.state.borrow_mut();
-        if s.overflow.is_empty() {
-            s.emit_watermark(watermark);
-        } else {
-            s.overflow.push_back(Parked::Watermark(watermark));
-        }
+        self.state
+            .borrow_mut()
+            .event_in_order(Event::Watermark(watermark));
+        Ok(())
+    }
+
+    fn watermark_status(&mut self, idle: bool) -> TaskResult {
+        self.state
+            .borrow_mut()
+            .event_in_order(Event::WatermarkStatus { idle });
         Ok(())
     }
 }
@@ -255,8 +269,8 @@ impl<T: Data> OutputControl for RecordWriter<T> {
                 let parked = self.state.borrow_mut().overflow.pop_front();
                 let (ch, mut record) = match parked {
                     Some(Parked::Record(ch, record)) => (ch, record),
-                    Some(Parked::Watermark(watermark)) => {
-                        self.state.borrow_mut().emit_watermark(watermark);
+                    Some(Parked::Event(event)) => {
+                        self.state.borrow_mut().emit_event(event);
                         continue;
                     }
                     None => return Ok(()),

@@ -1,0 +1,194 @@
+//! The keyed process operator: a user function with one value state per key
+//! and event- and processing-time timers, all kept per key group.
+//!
+//! Event-time timers fire when a watermark reaches them, before the
+//! watermark is forwarded; processing-time timers fire from the task's
+//! processing-time service, between records. The operator sits in an
+//! `Rc<RefCell<..>>` shared by the chain and the service.
+//!
+//! Invariants: the function sees the state of exactly the key it is called
+//! for; the operator has at most one pending service deadline it relies on,
+//! the earliest of its processing-time timers (stale callbacks are harmless).
+
+use std::cell::RefCell;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::rc::Rc;
+
+use rheon_state::key_group::assign_to_key_group;
+use rheon_state::keyed::KeyGroupedMap;
+
+use crate::api::functions::{KeyedContext, KeyedProcessFunction, OperatorContext, ValueStateRef};
+use crate::error::{TaskLocation, TaskResult};
+use crate::runtime::collector::{guarded, BoxCollector, Collector, Emitter, Shared};
+use crate::runtime::timers::{
+    KeyedTimers, ProcessingTimeService, ProcessingTimeTarget, TargetId, TimeDomain,
+};
+use crate::runtime::watermark::WATERMARK_MIN;
+
+pub(crate) struct KeyedProcess<KF, P: KeyedProcessFunction<K, I, O>, K, I, O> {
+    key_fn: KF,
+    function: P,
+    state: KeyGroupedMap<K, P::State>,
+    event_timers: KeyedTimers<K>,
+    processing_timers: KeyedTimers<K>,
+    service: ProcessingTimeService,
+    target: Option<TargetId>,
+    /// The service deadline this operator waits for, if any.
+    scheduled: Option<i64>,
+    watermark: i64,
+    max_parallelism: u32,
+    out: BoxCollector<O>,
+    location: TaskLocation,
+    _types: PhantomData<fn(I)>,
+}
+
+/// Builds the operator for one subtask, registered with its task's
+/// processing-time service.
+pub(crate) fn keyed_process<K, I, O, KF, P>(
+    key_fn: KF,
+    function: P,
+    ctx: &OperatorContext,
+    out: BoxCollector<O>,
+    location: TaskLocation,
+) -> Shared<KeyedProcess<KF, P, K, I, O>>
+where
+    K: Hash + Eq + Clone + 'static,
+    I: 'static,
+    O: 'static,
+    KF: FnMut(&I) -> K + 'static,
+    P: KeyedProcessFunction<K, I, O>,
+{
+    let op = Rc::new(RefCell::new(KeyedProcess {
+        key_fn,
+        function,
+        state: KeyGroupedMap::new(ctx.key_group_range, ctx.max_parallelism),
+        event_timers: KeyedTimers::new(ctx.key_group_range, ctx.max_parallelism),
+        processing_timers: KeyedTimers::new(ctx.key_group_range, ctx.max_parallelism),
+        service: ctx.processing_time.clone(),
+        target: None,
+        scheduled: None,
+        watermark: WATERMARK_MIN,
+        max_parallelism: ctx.max_parallelism,
+        out,
+        location,
+        _types: PhantomData,
+    }));
+    let target = ctx.processing_time.register(op.clone());
+    op.borrow_mut().target = Some(target);
+    Shared(op)
+}
+
+/// What the user function is called for.
+enum Call<I> {
+    Element(I),
+    Timer(i64, TimeDomain),
+}
+
+impl<K, I, O, KF, P> KeyedProcess<KF, P, K, I, O>
+where
+    K: Hash + Eq + Clone,
+    P: KeyedProcessFunction<K, I, O>,
+{
+    /// Calls the function for `key` with its state and timers, then stores
+    /// what it did to the state.
+    fn call(&mut self, key_group: u32, key: &K, call: Call<I>) -> TaskResult {
+        let mut emitter = Emitter::new(self.out.as_mut());
+        let function = &mut self.function;
+        let mut ctx = KeyedContext {
+            key_group,
+            key,
+            watermark: self.watermark,
+            event_timers: &mut self.event_timers,
+            processing_timers: &mut self.processing_timers,
+        };
+        let (existed, cleared, new_value) = {
+            let mut state = ValueStateRef::new(self.state.get_mut(key_group, key));
+            let existed = state.exists();
+            guarded(&self.location, || match call {
+                Call::Element(record) => {
+                    function.process_element(key, record, &mut state, &mut ctx, &mut emitter)
+                }
+                Call::Timer(time, domain) => {
+                    function.on_timer(key, time, domain, &mut state, &mut ctx, &mut emitter)
+                }
+            })?;
+            let (cleared, new_value) = state.into_changes();
+            (existed, cleared, new_value)
+        };
+        if let Some(value) = new_value {
+            self.state.insert(key_group, key.clone(), value);
+        } else if cleared && existed {
+            self.state.remove(key_group, key);
+        }
+        emitter.into_result()?;
+        self.schedule_processing_time();
+        Ok(())
+    }
+
+    /// Asks the service for a callback at the earliest processing-time timer
+    /// if it is earlier than the one already asked for.
+    fn schedule_processing_time(&mut self) {
+        if let Some(next) = self.processing_timers.next_time() {
+            if self.scheduled.is_none_or(|s| next < s) {
+                self.scheduled = Some(next);
+                if let Some(target) = self.target {
+                    self.service.schedule(target, next);
+                }
+            }
+        }
+    }
+}
+
+impl<K, I, O, KF, P> Collector<I> for KeyedProcess<KF, P, K, I, O>
+where
+    K: Hash + Eq + Clone,
+    KF: FnMut(&I) -> K,
+    P: KeyedProcessFunction<K, I, O>,
+{
+    fn collect(&mut self, record: I) -> TaskResult {
+        let key_fn = &mut self.key_fn;
+        let key = guarded(&self.location, || key_fn(&record))?;
+        let key_group = assign_to_key_group(&key, self.max_parallelism);
+        self.call(key_group, &key, Call::Element(record))
+    }
+
+    fn finish(&mut self) -> TaskResult {
+        self.out.finish()
+    }
+
+    fn watermark(&mut self, watermark: i64) -> TaskResult {
+        if watermark > self.watermark {
+            self.watermark = watermark;
+            while let Some((time, key_group, key)) = self.event_timers.pop_due(watermark) {
+                self.call(key_group, &key, Call::Timer(time, TimeDomain::EventTime))?;
+            }
+        }
+        self.out.watermark(watermark)
+    }
+
+    fn watermark_status(&mut self, idle: bool) -> TaskResult {
+        self.out.watermark_status(idle)
+    }
+}
+
+impl<K, I, O, KF, P> ProcessingTimeTarget for KeyedProcess<KF, P, K, I, O>
+where
+    K: Hash + Eq + Clone,
+    P: KeyedProcessFunction<K, I, O>,
+{
+    fn on_processing_time(&mut self, now_ms: i64) -> TaskResult {
+        if self.scheduled.is_some_and(|s| s <= now_ms) {
+            self.scheduled = None;
+        }
+        while let Some((time, key_group, key)) = self.processing_timers.pop_due(now_ms) {
+            self.call(
+                key_group,
+                &key,
+                Call::Timer(time, TimeDomain::ProcessingTime),
+            )?;
+        }
+        self.schedule_processing_time();
+        Ok(())
+    }
+}
