@@ -6,12 +6,16 @@
 //! - [`key_group`]: key -> key group -> subtask, exactly as Flink assigns them, plus
 //!   parallelism checks and defaults.
 //! - [`keyed`]: per-key-group hash maps and the registry of named states of one subtask.
+//! - [`snapshot`]: the snapshot file format (per key group rkyv sections, an offset index
+//!   and checksums), its writer, and its memory-mapped, validating reader and restore.
 //! - [`error`]: the typed errors of this crate.
 
 pub mod error;
 pub mod key_group;
 pub mod keyed;
+pub mod snapshot;
 
-pub use error::StateError;
+pub use error::{SnapshotError, StateError};
 pub use key_group::KeyGroupRange;
 pub use keyed::{KeyGroupedMap, KeyedStateBackend, ValueState};
+pub use snapshot::{SnapshotFile, SnapshotMeta, SnapshotWriter};
