@@ -1,7 +1,10 @@
 //! Nexmark generator tests: the reference's proportions, id bookkeeping, value
 //! domains, event times and sizes; determinism over any generator parallelism; the
-//! binary codec and the JSON line format round trips; JSON error messages.
+//! binary codec and the JSON line format round trips; JSON error messages; heap
+//! allocations per generated event (counted by this binary's allocator).
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 
 use rheon::nexmark::generator::{
@@ -10,10 +13,39 @@ use rheon::nexmark::generator::{
 };
 use rheon::nexmark::{
     event, events, events_for_generator, parse_json_line, to_json_line, Event, Generator,
-    GeneratorConfig,
+    GeneratorConfig, Str,
 };
 use rheon::Codec;
 use rheon_net::codec::{decode_exact, encode_to_vec};
+
+/// The system allocator, counting the allocations of each thread.
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: every call is forwarded unchanged to `System`, which upholds the
+// `GlobalAlloc` contract; the counter is a const-initialised thread local, so
+// touching it does not allocate.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        // SAFETY: the caller's guarantees for `layout` carry over.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `System` with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+fn allocations_on_this_thread() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
 
 fn config() -> GeneratorConfig {
     GeneratorConfig::default()
@@ -301,7 +333,7 @@ fn values_come_from_the_reference_domains() {
     let g = Generator::new(config()).unwrap();
     let mut categories = BTreeSet::new();
     let mut states = BTreeSet::new();
-    let mut urls: HashMap<String, String> = HashMap::new();
+    let mut urls: HashMap<Str, Str> = HashMap::new();
     let mut hot = 0u64;
     let mut bids = 0u64;
     for e in g.events(0..100_000) {
@@ -473,4 +505,25 @@ fn malformed_json_lines_say_what_was_expected() {
             "line {line}\n error {err}\n wanted {expected}"
         );
     }
+}
+
+#[test]
+fn generating_allocates_only_for_long_descriptions() {
+    let g = Generator::new(config()).unwrap();
+    // The first events build the shared padding pool.
+    assert_eq!(g.events(0..1000).count(), 1000);
+    let mut long_descriptions = 0;
+    for n in 1000..201_000 {
+        let before = allocations_on_this_thread();
+        let e = g.event(n);
+        let allocations = allocations_on_this_thread() - before;
+        match &e {
+            Event::Auction(a) if a.description.len() > Str::INLINE_CAPACITY_BYTES => {
+                long_descriptions += 1;
+                assert!((1..=2).contains(&allocations), "event {n}: {allocations}");
+            }
+            _ => assert_eq!(allocations, 0, "event {n}: {e:?}"),
+        }
+    }
+    assert!(long_descriptions > 0);
 }

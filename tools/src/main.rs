@@ -85,11 +85,11 @@ enum Command {
         #[command(flatten)]
         engine: EngineArgs,
     },
-    /// Runs a Nexmark query (q0, q1, q2, q3) on the generated stream or a JSON-lines
-    /// file and prints events/s; `nexmark generate --output FILE` instead writes the
-    /// generated events as JSON lines.
+    /// Runs a Nexmark query (q0-q9, q11-q14, q20-q22) on the generated stream or a
+    /// JSON-lines file and prints events/s; `nexmark generate --output FILE` instead
+    /// writes the generated events as JSON lines.
     Nexmark {
-        /// q0, q1, q2, q3, or `generate`.
+        /// The query (q0-q9, q11-q14, q20-q22), or `generate`.
         query: String,
         /// Events to generate.
         #[arg(long, default_value_t = 10_000_000)]
@@ -107,6 +107,10 @@ enum Command {
         /// Generator seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// q13's side input, `key,value` lines; default: a file in the temporary
+        /// directory, created if missing.
+        #[arg(long)]
+        side_input: Option<PathBuf>,
         #[command(flatten)]
         engine: EngineArgs,
     },
@@ -225,8 +229,20 @@ fn run() -> Result<()> {
             input,
             output,
             seed,
+            side_input,
             engine,
-        } => run_nexmark(&query, events, rate, input, output, seed, &engine)?,
+        } => run_nexmark(
+            &query,
+            events,
+            rate,
+            NexmarkFiles {
+                input,
+                output,
+                side_input,
+            },
+            seed,
+            &engine,
+        )?,
         Command::GenerateText { output, size, seed } => {
             let bytes = parse_size(&size)?;
             wordcount::generate_text(&output, bytes, seed)
@@ -277,15 +293,26 @@ fn nexmark_generate(events: u64, seed: u64, output: &PathBuf) -> Result<()> {
     Ok(())
 }
 
+/// The files a Nexmark run reads and writes.
+struct NexmarkFiles {
+    input: Option<PathBuf>,
+    output: Option<PathBuf>,
+    side_input: Option<PathBuf>,
+}
+
 fn run_nexmark(
     query: &str,
     events: u64,
     rate: Option<f64>,
-    input: Option<PathBuf>,
-    output: Option<PathBuf>,
+    files: NexmarkFiles,
     seed: u64,
     engine: &EngineArgs,
 ) -> Result<()> {
+    let NexmarkFiles {
+        input,
+        output,
+        side_input,
+    } = files;
     if query == "generate" {
         let Some(output) = output else {
             bail!("nexmark generate needs --output FILE");
@@ -312,18 +339,14 @@ fn run_nexmark(
             (stream, nexmark::source::GENERATOR_SOURCE_NAME)
         }
     };
-    let out = nexmark::build(query, source);
-    let (rows, counter) = nexmark::count_rows(&out.rows);
-    match &output {
-        Some(path) => {
-            rows.write_text_file(path.clone(), |row: &String, line: &mut String| {
-                line.push_str(row)
-            });
-        }
-        None => {
-            rows.discard();
-        }
-    }
+    let options = nexmark::QueryOptions {
+        side_input: side_input.clone(),
+    };
+    let out = nexmark::build_with(query, source, &options).map_err(|e| anyhow::anyhow!(e))?;
+    let counter = match &output {
+        Some(path) => out.write_text_file(path.clone()),
+        None => out.discard(),
+    };
     // JobError's message already includes its cause; `{:#}` would print it twice.
     let outcome = env
         .execute(&format!("nexmark {query}"))

@@ -55,6 +55,28 @@
 //!   unless `s` is a multiple of 953, where the reference repeats events; so does this).
 //!   Watermarks follow the reference: the timestamp of event number `(p / s) * s`.
 //!
+//! # Strings without allocation
+//!
+//! Fields are [`Str`]s, and a [`Generator`] makes them without touching the heap,
+//! except for long descriptions:
+//! - `extra` is a static slice of a padding pool drawn once per process (see
+//!   `EXTRA_POOL_BYTES`); cities, states and hot channel names are static strings.
+//! - Channel URLs come from a table built once per seed. For the first
+//!   `STATIC_CHANNEL_TABLES_MAX` (8) seeds of a process the table's text is leaked
+//!   (about 600 KB each) so URLs are static too: cloning one touches no reference count
+//!   shared between cores. Later seeds get a table of reference-counted URLs.
+//! - Names, emails, credit cards, item names and channel names (at most 19 bytes) are
+//!   assembled on the stack and stored inline.
+//! - An auction's description (up to 99 bytes) is inline when at most 22 bytes, else
+//!   allocated: it is drawn character by character, and slicing a pool instead would
+//!   change every description and every later draw of the auction. That is one
+//!   allocation per auction with a long description (about 5% of events at the
+//!   default proportions).
+//!
+//! The produced events are byte for byte those of the earlier `String` version (the
+//! same draws, in the same order). [`event`] computes URLs directly and allocates; it
+//! produces the same events.
+//!
 //! # Where this differs, and why
 //!
 //! - **Randomness.** Beam seeds a `java.util.Random` with the event id; the current
@@ -86,6 +108,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::model::{Auction, Bid, Event, Person};
+use super::text::Str;
 
 /// First person id (the reference's `FIRST_PERSON_ID`).
 pub const FIRST_PERSON_ID: u64 = 1000;
@@ -358,23 +381,85 @@ impl Rng {
     }
 }
 
-/// The reference's `nextString(maxLength, special)`.
-fn next_string(rng: &mut Rng, max_len: u64, special: char) -> String {
-    let len = 3 + rng.below(max_len - 3);
-    let mut s = String::with_capacity(len as usize);
-    for _ in 0..len {
-        if rng.below(13) == 0 {
-            s.push(special);
+/// Longest string `nextString` is asked for (an auction's description), plus one.
+const NEXT_STRING_MAX_BYTES: usize = 100;
+
+/// The reference's `nextString(maxLength, special)`, written into `buf` (no
+/// allocation). `special` is ASCII, and so is the result, a trimmed part of `buf`.
+fn next_string_into<'b>(
+    rng: &mut Rng,
+    max_len: u64,
+    special: u8,
+    buf: &'b mut [u8; NEXT_STRING_MAX_BYTES],
+) -> &'b [u8] {
+    assert!(special.is_ascii() && max_len as usize <= NEXT_STRING_MAX_BYTES);
+    let len = (3 + rng.below(max_len - 3)) as usize;
+    for b in &mut buf[..len] {
+        *b = if rng.below(13) == 0 {
+            special
         } else {
-            s.push(char::from(b'a' + rng.below(26) as u8));
-        }
+            b'a' + rng.below(26) as u8
+        };
     }
     // Java's trim(): strips leading and trailing characters <= ' '.
-    let trimmed = s.trim_matches(|c: char| c <= ' ');
-    if trimmed.len() == s.len() {
-        s
-    } else {
-        trimmed.to_owned()
+    let end = buf[..len]
+        .iter()
+        .rposition(|&b| b > b' ')
+        .map_or(0, |i| i + 1);
+    let start = buf[..end].iter().position(|&b| b > b' ').unwrap_or(end);
+    &buf[start..end]
+}
+
+/// [`next_string_into`] as an owned `String` (for tables built once).
+fn next_string(rng: &mut Rng, max_len: u64, special: char) -> String {
+    let special = u8::try_from(special).expect("an ASCII special character");
+    let mut buf = [0; NEXT_STRING_MAX_BYTES];
+    let bytes = next_string_into(rng, max_len, special, &mut buf);
+    String::from_utf8(bytes.to_vec()).expect("nextString writes ASCII")
+}
+
+/// A short string assembled on the stack, then stored inline in a [`Str`].
+struct Scratch {
+    bytes: [u8; Str::INLINE_CAPACITY_BYTES],
+    len: usize,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch {
+            bytes: [0; Str::INLINE_CAPACITY_BYTES],
+            len: 0,
+        }
+    }
+
+    /// Appends `s`, as much of it as fits; [`Scratch::finish`] checks nothing was cut.
+    fn push(&mut self, s: &[u8]) -> &mut Self {
+        let at = self.len.min(self.bytes.len());
+        let n = s.len().min(self.bytes.len() - at);
+        self.bytes[at..at + n].copy_from_slice(&s[..n]);
+        self.len += s.len();
+        self
+    }
+
+    /// Appends `value` as exactly four decimal digits (`value < 10_000`).
+    fn push_4_digits(&mut self, value: u64) -> &mut Self {
+        debug_assert!(value < 10_000);
+        let digits = [
+            b'0' + (value / 1000 % 10) as u8,
+            b'0' + (value / 100 % 10) as u8,
+            b'0' + (value / 10 % 10) as u8,
+            b'0' + (value % 10) as u8,
+        ];
+        self.push(&digits)
+    }
+
+    fn finish(&self) -> Str {
+        assert!(
+            self.len <= self.bytes.len(),
+            "a generated string of {} bytes exceeds the inline capacity",
+            self.len
+        );
+        Str::inline_ascii(&self.bytes[..self.len]).expect("generated strings are ASCII")
     }
 }
 
@@ -403,16 +488,19 @@ fn next_exact_string(rng: &mut Rng, len: u64) -> String {
     String::from_utf8(bytes).expect("characters 'H'..='z' are ASCII")
 }
 
-/// Java's `Math.round(double)` for the non-negative values used here.
+/// Java's `Math.round(double)` for the non-negative values used here. The cast
+/// truncates, which is `floor` for non-negative values (and is not a libm call).
 fn java_round(x: f64) -> u64 {
-    (x + 0.5).floor() as u64
+    debug_assert!(x >= 0.0);
+    (x + 0.5) as u64
 }
 
 /// Characters drawn once, as the reference's `nextExactString` draws them,
 /// from which `extra` padding is sliced: drawing each padding character anew
 /// was a third of the generator's cost. Each event still picks its own length
 /// and offset from its own random stream, so events stay a pure function of
-/// (config, event number).
+/// (config, event number). The pool is static, so a padding [`Str`] is a
+/// static slice: no allocation, copy or reference count.
 const EXTRA_POOL_BYTES: usize = 1 << 16;
 
 fn extra_pool() -> &'static str {
@@ -421,9 +509,9 @@ fn extra_pool() -> &'static str {
 }
 
 /// The reference's `nextExtra`: pads `current_size` to `avg_size` on average.
-fn next_extra(rng: &mut Rng, current_size: u64, avg_size: u64) -> String {
+fn next_extra(rng: &mut Rng, current_size: u64, avg_size: u64) -> Str {
     if current_size > avg_size {
-        return String::new();
+        return Str::new();
     }
     let wanted = avg_size - current_size;
     let delta = java_round(wanted as f64 * 0.2);
@@ -431,7 +519,7 @@ fn next_extra(rng: &mut Rng, current_size: u64, avg_size: u64) -> String {
     let pool = extra_pool();
     let size = (size as usize).min(pool.len());
     let offset = rng.below((pool.len() - size + 1) as u64) as usize;
-    pool[offset..offset + size].to_owned()
+    Str::from_static(&pool[offset..offset + size])
 }
 
 /// The reference's `nextPrice`.
@@ -453,7 +541,7 @@ fn hot_url(seed: u64, i: usize) -> String {
     base_url(&mut Rng::keyed(seed, DOMAIN_HOT_URL, i as u64))
 }
 
-fn channel_and_url(seed: u64, k: u64) -> (String, String) {
+fn channel_url(seed: u64, k: u64) -> String {
     let mut rng = Rng::keyed(seed, DOMAIN_CHANNEL, k);
     let mut url = base_url(&mut rng);
     if rng.below(10) > 0 {
@@ -462,25 +550,95 @@ fn channel_and_url(seed: u64, k: u64) -> (String, String) {
         url.push_str("&channel_id=");
         url.push_str(&id.to_string());
     }
-    (format!("channel-{k}"), url)
+    url
 }
 
-/// Precomputed channel names and URLs for one seed (a pure cache of
-/// `channel_and_url`).
+/// `channel-<k>`: at most 12 bytes for `k < NUM_CHANNELS`, so inline.
+fn channel_name(k: u64) -> Str {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = k;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    Scratch::new()
+        .push(b"channel-")
+        .push(&digits[at..])
+        .finish()
+}
+
+/// Channel tables kept for the life of the process, at most one per seed and at
+/// most this many seeds: their URL text (about 600 KB) is leaked so that a bid's
+/// URL is a static [`Str`], whose clone and drop touch no reference count that
+/// several cores would contend on (half of all bids name one of 4 hot URLs).
+/// Further seeds get a table of their own, freed with its last [`Generator`],
+/// whose URLs are reference counted.
+const STATIC_CHANNEL_TABLES_MAX: usize = 8;
+
+/// Precomputed channel URLs for one seed (a pure cache of [`hot_url`] and
+/// [`channel_url`]). Channel names are not cached: [`channel_name`] writes one
+/// inline faster than a lookup in a 240 KB table that misses the L1 cache.
 #[derive(Debug)]
 struct ChannelTable {
-    hot_urls: Vec<String>,
-    channels: Vec<(String, String)>,
+    hot_urls: Vec<Str>,
+    urls: Vec<Str>,
 }
 
 impl ChannelTable {
-    fn new(seed: u64) -> Self {
-        ChannelTable {
-            hot_urls: (0..HOT_CHANNELS.len()).map(|i| hot_url(seed, i)).collect(),
-            channels: (0..NUM_CHANNELS)
-                .map(|k| channel_and_url(seed, k))
-                .collect(),
+    /// The table for `seed`: shared with every generator of the same seed while
+    /// fewer than [`STATIC_CHANNEL_TABLES_MAX`] seeds have been seen.
+    fn for_seed(seed: u64) -> Arc<ChannelTable> {
+        static TABLES: std::sync::Mutex<Vec<(u64, Arc<ChannelTable>)>> =
+            std::sync::Mutex::new(Vec::new());
+        // A panic while building leaves the list as it was: ignore poisoning.
+        let mut tables = TABLES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, table)) = tables.iter().find(|(s, _)| *s == seed) {
+            return table.clone();
         }
+        if tables.len() == STATIC_CHANNEL_TABLES_MAX {
+            return Arc::new(ChannelTable::build(seed, false));
+        }
+        let table = Arc::new(ChannelTable::build(seed, true));
+        tables.push((seed, table.clone()));
+        table
+    }
+
+    /// With `leak`, every URL is a static slice of one leaked buffer; else each
+    /// URL is its own reference-counted `Str`.
+    fn build(seed: u64, leak: bool) -> ChannelTable {
+        let hot: Vec<String> = (0..HOT_CHANNELS.len()).map(|i| hot_url(seed, i)).collect();
+        let cold: Vec<String> = (0..NUM_CHANNELS).map(|k| channel_url(seed, k)).collect();
+        let (hot_urls, urls) = if leak {
+            let text: &'static str = Box::leak(
+                hot.iter()
+                    .chain(&cold)
+                    .map(String::as_str)
+                    .collect::<String>()
+                    .into_boxed_str(),
+            );
+            let mut at = 0;
+            let mut slice = |url: &String| {
+                let s = Str::from_static(&text[at..at + url.len()]);
+                at += url.len();
+                s
+            };
+            let hot_urls: Vec<Str> = hot.iter().map(&mut slice).collect();
+            let urls: Vec<Str> = cold.iter().map(&mut slice).collect();
+            (hot_urls, urls)
+        } else {
+            (
+                hot.into_iter().map(Str::from).collect(),
+                cold.into_iter().map(Str::from).collect(),
+            )
+        };
+        ChannelTable { hot_urls, urls }
     }
 }
 
@@ -488,19 +646,30 @@ fn next_person(c: &GeneratorConfig, rng: &mut Rng, n: u64, ts: i64) -> Person {
     let id = c.last_base0_person_id(n) + FIRST_PERSON_ID;
     let first = FIRST_NAMES[rng.index(FIRST_NAMES.len())];
     let last = LAST_NAMES[rng.index(LAST_NAMES.len())];
-    let name = format!("{first} {last}");
-    let user = next_string(rng, 7, ' ');
-    let domain = next_string(rng, 5, ' ');
-    let email_address = format!("{user}@{domain}.com");
-    let mut credit_card = String::with_capacity(19);
+    let name = Scratch::new()
+        .push(first.as_bytes())
+        .push(b" ")
+        .push(last.as_bytes())
+        .finish();
+    let mut buf = [0; NEXT_STRING_MAX_BYTES];
+    let mut email = Scratch::new();
+    email
+        .push(next_string_into(rng, 7, b' ', &mut buf))
+        .push(b"@");
+    email
+        .push(next_string_into(rng, 5, b' ', &mut buf))
+        .push(b".com");
+    let email_address = email.finish();
+    let mut card = Scratch::new();
     for i in 0..4 {
         if i > 0 {
-            credit_card.push(' ');
+            card.push(b" ");
         }
-        credit_card.push_str(&format!("{:04}", rng.below(10_000)));
+        card.push_4_digits(rng.below(10_000));
     }
-    let city = US_CITIES[rng.index(US_CITIES.len())].to_owned();
-    let state = US_STATES[rng.index(US_STATES.len())].to_owned();
+    let credit_card = card.finish();
+    let city = Str::from_static(US_CITIES[rng.index(US_CITIES.len())]);
+    let state = Str::from_static(US_STATES[rng.index(US_STATES.len())]);
     let current =
         8 + name.len() + email_address.len() + credit_card.len() + city.len() + state.len();
     let extra = next_extra(rng, current as u64, c.avg_person_byte_size);
@@ -531,8 +700,16 @@ fn next_auction(c: &GeneratorConfig, rng: &mut Rng, n: u64, ts: i64) -> Auction 
         c.num_in_flight_auctions * c.total_proportion() / c.auction_proportion;
     let horizon_ms = c.local_timestamp_ms(local + events_for_auctions) - ts;
     let expires = ts + 1 + rng.below(horizon_ms.saturating_mul(2).max(1) as u64) as i64;
-    let item_name = next_string(rng, 20, ' ');
-    let description = next_string(rng, 100, ' ');
+    let mut buf = [0; NEXT_STRING_MAX_BYTES];
+    let item_name = Scratch::new()
+        .push(next_string_into(rng, 20, b' ', &mut buf))
+        .finish();
+    // Up to 99 bytes: inline only when short, else the one allocation of the
+    // generator (see the module doc).
+    let description = next_string_into(rng, 100, b' ', &mut buf);
+    let description = Str::inline_ascii(description).unwrap_or_else(|| {
+        Str::from(std::str::from_utf8(description).expect("nextString writes ASCII"))
+    });
     let reserve = initial_bid + next_price(rng);
     let current = 8 + item_name.len() + description.len() + 40;
     let extra = next_extra(rng, current as u64, c.avg_auction_byte_size);
@@ -572,15 +749,16 @@ fn next_bid(
         let i = rng.index(HOT_CHANNELS.len());
         let url = match table {
             Some(t) => t.hot_urls[i].clone(),
-            None => hot_url(c.seed, i),
+            None => Str::from(hot_url(c.seed, i)),
         };
-        (HOT_CHANNELS[i].to_owned(), url)
+        (Str::from_static(HOT_CHANNELS[i]), url)
     } else {
         let k = rng.below(NUM_CHANNELS);
-        match table {
-            Some(t) => t.channels[k as usize].clone(),
-            None => channel_and_url(c.seed, k),
-        }
+        let url = match table {
+            Some(t) => t.urls[k as usize].clone(),
+            None => Str::from(channel_url(c.seed, k)),
+        };
+        (channel_name(k), url)
     };
     let extra = next_extra(rng, 32, c.avg_bid_byte_size);
     Bid {
@@ -668,7 +846,7 @@ impl Generator {
     /// Validates `config` and builds the channel table.
     pub fn new(config: GeneratorConfig) -> Result<Self, String> {
         config.validate()?;
-        let channels = Arc::new(ChannelTable::new(config.seed));
+        let channels = ChannelTable::for_seed(config.seed);
         Ok(Generator { config, channels })
     }
 
@@ -767,7 +945,7 @@ mod tests {
     fn channel_ids_use_java_int_reverse() {
         assert_eq!((1i32).reverse_bits().wrapping_abs(), i32::MIN);
         assert_eq!((2i32).reverse_bits().wrapping_abs(), 1 << 30);
-        let (name, url) = channel_and_url(0, 42);
+        let (name, url) = (channel_name(42), channel_url(0, 42));
         assert_eq!(name, "channel-42");
         assert!(url.starts_with("https://www.nexmark.com/"), "{url}");
         assert!(url.contains("/item.htm?query=1"), "{url}");
@@ -782,6 +960,55 @@ mod tests {
         let g = Generator::new(c.clone()).unwrap();
         for n in 0..5_000 {
             assert_eq!(g.event(n), event(&c, n), "event {n}");
+        }
+    }
+
+    #[test]
+    fn leaked_and_reference_counted_tables_agree() {
+        let (leaked, counted) = (ChannelTable::build(5, true), ChannelTable::build(5, false));
+        assert!(leaked
+            .urls
+            .iter()
+            .chain(&leaked.hot_urls)
+            .all(Str::is_static));
+        assert!(counted
+            .urls
+            .iter()
+            .all(|u| !u.is_static() && !u.is_inline()));
+        assert_eq!(leaked.hot_urls, counted.hot_urls);
+        assert_eq!(leaked.urls, counted.urls);
+        assert_eq!(leaked.urls.len() as u64, NUM_CHANNELS);
+        for k in [0, 1, 42, NUM_CHANNELS - 1] {
+            assert_eq!(leaked.urls[k as usize], channel_url(5, k));
+            assert_eq!(channel_name(k), format!("channel-{k}"));
+        }
+        for (i, url) in leaked.hot_urls.iter().enumerate() {
+            assert_eq!(*url, hot_url(5, i));
+        }
+        // The same seed shares one table.
+        assert!(Arc::ptr_eq(
+            &ChannelTable::for_seed(5),
+            &ChannelTable::for_seed(5)
+        ));
+    }
+
+    #[test]
+    fn generated_strings_are_inline_or_static() {
+        let g = Generator::new(GeneratorConfig::default()).unwrap();
+        let cheap = |s: &Str| s.is_inline() || s.is_static();
+        for n in 0..10_000 {
+            match g.event(n) {
+                Event::Person(p) => {
+                    let fields = [&p.name, &p.email_address, &p.credit_card, &p.city];
+                    assert!(fields.into_iter().chain([&p.state, &p.extra]).all(cheap));
+                }
+                Event::Auction(a) => {
+                    assert!(cheap(&a.item_name) && cheap(&a.extra));
+                    let short = a.description.len() <= Str::INLINE_CAPACITY_BYTES;
+                    assert_eq!(cheap(&a.description), short, "{a:?}");
+                }
+                Event::Bid(b) => assert!(cheap(&b.channel) && cheap(&b.url) && cheap(&b.extra)),
+            }
         }
     }
 

@@ -29,6 +29,7 @@
 use std::fmt::Write as _;
 
 use super::model::{Auction, Bid, Event, Person};
+use super::text::Str;
 
 /// Appends `event` as one JSON object (no trailing newline) to `out`.
 pub fn to_json_line(event: &Event, out: &mut String) {
@@ -571,10 +572,10 @@ impl<'v, 'a> Obj<'v, 'a> {
         }
     }
 
-    fn string(&self, names: &[&'static str]) -> Result<String, String> {
+    fn string(&self, names: &[&'static str]) -> Result<Str, String> {
         const WHAT: &str = "a string";
         match self.require(names, WHAT)? {
-            Value::Str(s) => Ok(s.clone()),
+            Value::Str(s) => Ok(Str::copy_from(s)),
             v => Err(self.wrong(names, WHAT, v)),
         }
     }

@@ -1,32 +1,35 @@
 //! The Nexmark event model: people register, open auctions and place bids. Field names
 //! follow the benchmark description (`docs` of the reference repository) in snake case;
 //! the JSON form in [`super::json`] uses the reference's camel-case column names.
-//! Times are milliseconds since the Unix epoch (UTC). Every type implements
+//! Strings are [`Str`]s (inline, static or shared; encoded as `String`s). Times are
+//! milliseconds since the Unix epoch (UTC). Every type implements
 //! [`Codec`] field by field in declaration order; [`Event`] adds a one-byte tag equal
 //! to the reference's `event_type` (0 person, 1 auction, 2 bid).
 
 use rheon_net::codec::{Codec, DecodeError};
 
+use super::text::Str;
+
 /// A person registering with the auction site.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Person {
     pub id: u64,
-    pub name: String,
-    pub email_address: String,
-    pub credit_card: String,
-    pub city: String,
-    pub state: String,
+    pub name: Str,
+    pub email_address: Str,
+    pub credit_card: Str,
+    pub city: Str,
+    pub state: Str,
     /// Registration time, ms since the epoch.
     pub date_time: i64,
-    pub extra: String,
+    pub extra: Str,
 }
 
 /// An item put up for auction.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Auction {
     pub id: u64,
-    pub item_name: String,
-    pub description: String,
+    pub item_name: Str,
+    pub description: Str,
     pub initial_bid: u64,
     pub reserve: u64,
     /// Opening time, ms since the epoch.
@@ -36,7 +39,7 @@ pub struct Auction {
     /// Person id of the seller.
     pub seller: u64,
     pub category: u64,
-    pub extra: String,
+    pub extra: Str,
 }
 
 /// A bid on an auction.
@@ -48,11 +51,11 @@ pub struct Bid {
     pub bidder: u64,
     /// Price in cents.
     pub price: u64,
-    pub channel: String,
-    pub url: String,
+    pub channel: Str,
+    pub url: Str,
     /// Bid time, ms since the epoch.
     pub date_time: i64,
-    pub extra: String,
+    pub extra: Str,
 }
 
 /// One element of the Nexmark stream.
@@ -195,7 +198,7 @@ mod tests {
                 expires: 4,
                 seller: 1000,
                 category: 10,
-                extra: String::new(),
+                extra: Str::new(),
             }),
             Event::Bid(Bid {
                 auction: 1001,

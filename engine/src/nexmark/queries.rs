@@ -1,8 +1,13 @@
-//! Nexmark queries q0–q3 on the DataStream API, with the semantics of the Flink SQL of
-//! the `nexmark/nexmark` repository (`nexmark-flink/src/main/resources/queries/`).
+//! The Nexmark query registry, and q0–q3, on the DataStream API with the semantics of
+//! the Flink SQL of the `nexmark/nexmark` repository
+//! (`nexmark-flink/src/main/resources/queries/`). The other queries live in
+//! [`super::auctions`], [`super::windowed`] and [`super::projections`].
 //!
-//! Every query produces a `DataStream<String>` of result rows, one comma-separated line
-//! per result, so one sink serves all of them. Row formats ([`Query::header`]):
+//! Every query produces a typed stream of result rows and a function that writes a
+//! row as one comma-separated line ([`Query::header`]); [`QueryOutput`] formats rows
+//! only for a text sink, so a discarding sink measures the query, not the formatting.
+//! Queries on event time get the reference's watermark, event time minus 4 s.
+//! Row formats of q0–q3:
 //! - q0 `auction,bidder,price,dateTime,extra`: every bid.
 //! - q1 `auction,bidder,price,dateTime,extra`: every bid with `price` in euros,
 //!   `0.908 * price` as the SQL's exact `DECIMAL(23, 3)`: written with exactly three
@@ -25,7 +30,15 @@ use crate::api::functions::{KeyedContext, KeyedProcessFunction, OneInputOperator
 use crate::api::stream::DataStream;
 use crate::runtime::collector::Emitter;
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::graph::stream_graph::Data;
+use crate::runtime::watermark::WatermarkStrategy;
+
+use super::auctions::{self, bids};
 use super::model::{Auction, Bid, Event, Person};
+use super::{projections, windowed};
 
 /// The implemented queries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -34,19 +47,63 @@ pub enum Query {
     Q1,
     Q2,
     Q3,
+    Q4,
+    Q5,
+    Q6,
+    Q7,
+    Q8,
+    Q9,
+    Q11,
+    Q12,
+    Q13,
+    Q14,
+    Q20,
+    Q21,
+    Q22,
 }
 
 impl Query {
     /// Every implemented query, in order.
-    pub const ALL: [Query; 4] = [Query::Q0, Query::Q1, Query::Q2, Query::Q3];
+    pub const ALL: [Query; 17] = [
+        Query::Q0,
+        Query::Q1,
+        Query::Q2,
+        Query::Q3,
+        Query::Q4,
+        Query::Q5,
+        Query::Q6,
+        Query::Q7,
+        Query::Q8,
+        Query::Q9,
+        Query::Q11,
+        Query::Q12,
+        Query::Q13,
+        Query::Q14,
+        Query::Q20,
+        Query::Q21,
+        Query::Q22,
+    ];
 
-    /// `"q0"` .. `"q3"`.
+    /// `"q0"`, `"q1"`, ...
     pub fn name(self) -> &'static str {
         match self {
             Query::Q0 => "q0",
             Query::Q1 => "q1",
             Query::Q2 => "q2",
             Query::Q3 => "q3",
+            Query::Q4 => "q4",
+            Query::Q5 => "q5",
+            Query::Q6 => "q6",
+            Query::Q7 => "q7",
+            Query::Q8 => "q8",
+            Query::Q9 => "q9",
+            Query::Q11 => "q11",
+            Query::Q12 => "q12",
+            Query::Q13 => "q13",
+            Query::Q14 => "q14",
+            Query::Q20 => "q20",
+            Query::Q21 => "q21",
+            Query::Q22 => "q22",
         }
     }
 
@@ -56,10 +113,36 @@ impl Query {
             Query::Q0 | Query::Q1 => "auction,bidder,price,dateTime,extra",
             Query::Q2 => "auction,price",
             Query::Q3 => "name,city,state,id",
+            Query::Q4 => "category,avg_final",
+            Query::Q5 => "auction,num",
+            Query::Q6 => "seller,avg_final",
+            Query::Q7 => "auction,price,bidder,dateTime,extra",
+            Query::Q8 => "id,name,starttime",
+            Query::Q9 => {
+                "id,itemName,description,initialBid,reserve,dateTime,expires,seller,category,\
+                 extra,auction,bidder,price,bid_dateTime,bid_extra"
+            }
+            Query::Q11 | Query::Q12 => "bidder,bid_count,starttime,endtime",
+            Query::Q13 => "auction,bidder,price,dateTime,value",
+            Query::Q14 => "auction,bidder,price,bidTimeType,dateTime,extra,c_counts",
+            Query::Q20 => {
+                "auction,bidder,price,channel,url,dateTime,extra,itemName,description,\
+                 initialBid,reserve,auction_dateTime,expires,seller,category,auction_extra"
+            }
+            Query::Q21 => "auction,bidder,price,channel,channel_id",
+            Query::Q22 => "auction,bidder,price,channel,dir1,dir2,dir3",
         }
     }
 
-    /// `"q0, q1, q2, q3"`.
+    /// Whether the query needs event time (watermarks on the events).
+    pub fn uses_event_time(self) -> bool {
+        matches!(
+            self,
+            Query::Q4 | Query::Q5 | Query::Q6 | Query::Q7 | Query::Q8 | Query::Q9 | Query::Q11
+        )
+    }
+
+    /// `"q0, q1, ..."`.
     pub fn supported() -> String {
         Query::ALL
             .iter()
@@ -91,65 +174,288 @@ impl FromStr for Query {
     }
 }
 
-/// What [`build`] returns: the result rows of a query.
+/// The watermark delay of the Nexmark streams (the reference's 4 s).
+pub const WATERMARK_DELAY: Duration = Duration::from_secs(4);
+
+/// Settings of queries beyond their events.
+#[derive(Clone, Debug, Default)]
+pub struct QueryOptions {
+    /// q13's side input (`key,value` lines); by default a file in the
+    /// temporary directory, written by [`write_side_input`] if missing.
+    pub side_input: Option<PathBuf>,
+}
+
+/// The default side input of q13.
+pub fn default_side_input() -> PathBuf {
+    std::env::temp_dir().join("rheon-nexmark-side-input.csv")
+}
+
+/// A query's typed result stream and how a row is written as text.
+trait QueryRows {
+    fn text(&self) -> DataStream<String>;
+    fn discard(&self) -> RowCounter;
+    fn write_text_file(&self, path: PathBuf) -> RowCounter;
+}
+
+struct Typed<T> {
+    stream: DataStream<T>,
+    format: fn(&T, &mut String),
+}
+
+impl<T: Data> QueryRows for Typed<T> {
+    fn text(&self) -> DataStream<String> {
+        let format = self.format;
+        self.stream
+            .map(move |row: T| {
+                let mut line = String::new();
+                format(&row, &mut line);
+                line
+            })
+            .name("row as text")
+    }
+
+    fn discard(&self) -> RowCounter {
+        let (rows, counter) = count_rows(&self.stream);
+        rows.discard();
+        counter
+    }
+
+    fn write_text_file(&self, path: PathBuf) -> RowCounter {
+        let (rows, counter) = count_rows(&self.stream);
+        let format = self.format;
+        rows.write_text_file(path, move |row: &T, line: &mut String| format(row, line));
+        counter
+    }
+}
+
+/// What [`build`] returns: the result rows of a query, typed inside; text is
+/// made only where a sink needs it.
 pub struct QueryOutput {
     pub query: Query,
-    /// One line per result, formatted as [`Query::header`] says.
-    pub rows: DataStream<String>,
+    rows: Box<dyn QueryRows>,
 }
 
-/// Adds `query` over `events` to the job and returns its result rows.
+impl QueryOutput {
+    fn new<T: Data>(query: Query, stream: DataStream<T>, format: fn(&T, &mut String)) -> Self {
+        QueryOutput {
+            query,
+            rows: Box::new(Typed { stream, format }),
+        }
+    }
+
+    /// The rows as text lines, formatted as [`Query::header`] says.
+    pub fn rows(&self) -> DataStream<String> {
+        self.rows.text()
+    }
+
+    /// Ends the query in a discarding sink (no row is formatted); the counter
+    /// holds the number of rows after the job.
+    pub fn discard(&self) -> RowCounter {
+        self.rows.discard()
+    }
+
+    /// Writes the rows as lines to `path` (a directory of part files at a
+    /// parallelism above 1); the counter holds the number of rows.
+    pub fn write_text_file(&self, path: PathBuf) -> RowCounter {
+        self.rows.write_text_file(path)
+    }
+}
+
+/// Adds `query` over `events` to the job with default options.
 pub fn build(query: Query, events: DataStream<Event>) -> QueryOutput {
-    let rows = match query {
-        Query::Q0 => bids(&events)
-            .map(|b: Bid| {
-                let mut row = String::with_capacity(48 + b.extra.len());
-                format_q0(&b, &mut row);
-                row
-            })
-            .name("q0 row"),
-        Query::Q1 => bids(&events)
-            .map(|b: Bid| {
-                let mut row = String::with_capacity(48 + b.extra.len());
-                format_q1(&b, &mut row);
-                row
-            })
-            .name("q1 row"),
-        Query::Q2 => bids(&events)
-            .filter(|b: &Bid| b.auction % 123 == 0)
-            .name("q2 auction % 123 == 0")
-            .map(|b: Bid| format_q2(&b))
-            .name("q2 row"),
-        Query::Q3 => events
-            .filter(|e: &Event| match e {
-                Event::Person(p) => q3_person_matches(p),
-                Event::Auction(a) => q3_auction_matches(a),
-                Event::Bid(_) => false,
-            })
-            .name("q3 persons in OR/ID/CA, auctions of category 10")
-            .key_by(|e: &Event| match e {
-                Event::Person(p) => p.id,
-                Event::Auction(a) => a.seller,
-                // Filtered out above.
-                Event::Bid(b) => b.bidder,
-            })
-            .process(Q3Join)
-            .name("q3 join auction.seller = person.id"),
-    };
-    QueryOutput { query, rows }
+    build_with(query, events, &QueryOptions::default()).unwrap_or_else(|e| panic!("{query}: {e}"))
 }
 
-/// The bids of an event stream.
-fn bids(events: &DataStream<Event>) -> DataStream<Bid> {
-    events
-        .filter(|e: &Event| matches!(e, Event::Bid(_)))
-        .name("bids")
-        .map(|e: Event| match e {
-            Event::Bid(b) => b,
-            // Filtered out above.
-            _ => unreachable!("only bids pass the filter"),
-        })
-        .name("as bid")
+/// Adds `query` over `events` to the job and returns its result rows. Fails
+/// when q13's side input cannot be read or written.
+pub fn build_with(
+    query: Query,
+    events: DataStream<Event>,
+    options: &QueryOptions,
+) -> Result<QueryOutput, String> {
+    let events = if query.uses_event_time() {
+        events.assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(
+            WATERMARK_DELAY,
+            |e: &Event| e.timestamp_ms(),
+        ))
+    } else {
+        events
+    };
+    Ok(match query {
+        Query::Q0 => QueryOutput::new(query, bids(&events), format_q0),
+        Query::Q1 => QueryOutput::new(
+            query,
+            bids(&events)
+                .map(|mut b: Bid| {
+                    b.price = b.price.saturating_mul(908);
+                    b
+                })
+                .name("q1 price in euros"),
+            format_q1_row,
+        ),
+        Query::Q2 => QueryOutput::new(
+            query,
+            bids(&events)
+                .flat_map(|b: Bid| (b.auction % 123 == 0).then_some((b.auction, b.price)))
+                .name("q2 auction % 123 == 0"),
+            |r: &(u64, u64), line| {
+                let _ = write!(line, "{},{}", r.0, r.1);
+            },
+        ),
+        Query::Q3 => QueryOutput::new(
+            query,
+            events
+                .filter(|e: &Event| match e {
+                    Event::Person(p) => q3_person_matches(p),
+                    Event::Auction(a) => q3_auction_matches(a),
+                    Event::Bid(_) => false,
+                })
+                .name("q3 persons in OR/ID/CA, auctions of category 10")
+                .key_by(|e: &Event| match e {
+                    Event::Person(p) => p.id,
+                    Event::Auction(a) => a.seller,
+                    // Filtered out above.
+                    Event::Bid(b) => b.bidder,
+                })
+                .process(Q3Join)
+                .name("q3 join auction.seller = person.id"),
+            |row: &String, line| line.push_str(row),
+        ),
+        Query::Q4 => QueryOutput::new(query, auctions::q4(&events), format_pair),
+        Query::Q5 => QueryOutput::new(query, windowed::q5(&events), |r, line| {
+            let _ = write!(line, "{},{}", r.0, r.1);
+        }),
+        Query::Q6 => QueryOutput::new(query, auctions::q6(&events), format_pair),
+        Query::Q7 => QueryOutput::new(query, windowed::q7(&events), |b: &Bid, line| {
+            let _ = write!(
+                line,
+                "{},{},{},{},{}",
+                b.auction, b.price, b.bidder, b.date_time, b.extra
+            );
+        }),
+        Query::Q8 => QueryOutput::new(query, windowed::q8(&events), |r, line| {
+            let _ = write!(line, "{},{},{}", r.0, r.1, r.2);
+        }),
+        Query::Q9 => QueryOutput::new(query, auctions::q9(&events), |(a, b), line| {
+            format_auction(a, line);
+            let _ = write!(
+                line,
+                ",{},{},{},{},{}",
+                b.auction, b.bidder, b.price, b.date_time, b.extra
+            );
+        }),
+        Query::Q11 => QueryOutput::new(query, windowed::q11(&events), format_bidder_window),
+        Query::Q12 => QueryOutput::new(query, windowed::q12(&events), format_bidder_window),
+        Query::Q13 => {
+            let path = options
+                .side_input
+                .clone()
+                .unwrap_or_else(default_side_input);
+            if options.side_input.is_none() && !path.exists() {
+                projections::write_side_input(&path).map_err(|e| {
+                    format!("cannot write side input file '{}': {e}", path.display())
+                })?;
+            }
+            let side = Arc::new(projections::read_side_input(&path)?);
+            QueryOutput::new(query, projections::q13(&events, side), |(b, v), line| {
+                let _ = write!(
+                    line,
+                    "{},{},{},{},{}",
+                    b.auction, b.bidder, b.price, b.date_time, v
+                );
+            })
+        }
+        Query::Q14 => QueryOutput::new(query, projections::q14(&events), |(b, t, c), line| {
+            let _ = write!(
+                line,
+                "{},{},{}.{:03},{},{},{},{}",
+                b.auction,
+                b.bidder,
+                b.price / 1000,
+                b.price % 1000,
+                t,
+                b.date_time,
+                b.extra,
+                c
+            );
+        }),
+        Query::Q20 => QueryOutput::new(query, auctions::q20(&events), |(b, a), line| {
+            let _ = write!(
+                line,
+                "{},{},{},{},{},{},{},",
+                b.auction, b.bidder, b.price, b.channel, b.url, b.date_time, b.extra
+            );
+            let _ = write!(
+                line,
+                "{},{},{},{},{},{},{},{},{}",
+                a.item_name,
+                a.description,
+                a.initial_bid,
+                a.reserve,
+                a.date_time,
+                a.expires,
+                a.seller,
+                a.category,
+                a.extra
+            );
+        }),
+        Query::Q21 => QueryOutput::new(query, projections::q21(&events), |(b, id), line| {
+            let _ = write!(
+                line,
+                "{},{},{},{},{}",
+                b.auction, b.bidder, b.price, b.channel, id
+            );
+        }),
+        Query::Q22 => {
+            QueryOutput::new(query, projections::q22(&events), |(b, d1, d2, d3), line| {
+                let _ = write!(
+                    line,
+                    "{},{},{},{},{},{},{}",
+                    b.auction, b.bidder, b.price, b.channel, d1, d2, d3
+                );
+            })
+        }
+    })
+}
+
+fn format_pair(r: &(u64, u64), line: &mut String) {
+    let _ = write!(line, "{},{}", r.0, r.1);
+}
+
+fn format_bidder_window(r: &(u64, u64, i64, i64), line: &mut String) {
+    let _ = write!(line, "{},{},{},{}", r.0, r.1, r.2, r.3);
+}
+
+/// An auction's columns in declaration order.
+pub fn format_auction(a: &Auction, line: &mut String) {
+    let _ = write!(
+        line,
+        "{},{},{},{},{},{},{},{},{},{}",
+        a.id,
+        a.item_name,
+        a.description,
+        a.initial_bid,
+        a.reserve,
+        a.date_time,
+        a.expires,
+        a.seller,
+        a.category,
+        a.extra
+    );
+}
+
+/// A q1 row from a bid whose price already is in thousandths of euros.
+fn format_q1_row(b: &Bid, line: &mut String) {
+    let _ = write!(
+        line,
+        "{},{},{}.{:03},{},{}",
+        b.auction,
+        b.bidder,
+        b.price / 1000,
+        b.price % 1000,
+        b.date_time,
+        b.extra
+    );
 }
 
 /// q3's condition on the person side.

@@ -1,0 +1,222 @@
+//! Windowed Nexmark queries, with the semantics of the `nexmark-flink` SQL:
+//!
+//! - q5: hopping windows of 10 s every 2 s; per window, the auction(s) with
+//!   the most bids: `(auction, num, window start)`.
+//! - q7: tumbling 10 s windows; the highest bid(s) of each window. Computed in
+//!   two steps: the highest bids per window of each of 64 partitions of the
+//!   auction ids, then the highest of those per window.
+//! - q8: tumbling 10 s windows; people who registered and created an auction
+//!   as seller in the same window: `(id, name, window start)`.
+//! - q11: session windows with a 10 s gap per bidder: `(bidder, bids, start,
+//!   end)`.
+//! - q12: processing-time tumbling 10 s windows per bidder: `(bidder, bids,
+//!   start, end)`.
+//!
+//! The per-window maxima of q5 and q7 wait for the watermark to pass the
+//! window's end before emitting: every partial result of the window has
+//! arrived by then (an operator emits a window's results before forwarding
+//! the watermark that fired it).
+
+use std::time::Duration;
+
+use crate::api::either::Either;
+use crate::api::functions::{KeyedContext, KeyedProcessFunction, ValueStateRef};
+use crate::api::stream::DataStream;
+use crate::runtime::collector::Emitter;
+use crate::runtime::timers::TimeDomain;
+use crate::runtime::window::{TimeWindow, WindowAssigner};
+
+use super::auctions::{auctions, bids};
+use super::model::{Auction, Bid, Event, Person};
+
+const TEN_SECONDS: Duration = Duration::from_secs(10);
+
+/// Per window (keyed by its start): the best value so far and the items that
+/// have it, emitted when the watermark passes the window's end.
+#[derive(Clone)]
+struct MaxPerWindow<V, F> {
+    window_ms: i64,
+    _v: std::marker::PhantomData<fn(V)>,
+    emit: F,
+}
+
+impl<V, F> KeyedProcessFunction<i64, (i64, u64, Vec<V>), V> for MaxPerWindow<V, F>
+where
+    V: Clone + Send + 'static,
+    F: Fn(&V) -> V + Clone + Send + Sync + 'static,
+{
+    /// (max, items with it)
+    type State = (u64, Vec<V>);
+
+    fn process_element(
+        &mut self,
+        start: &i64,
+        (_, value, items): (i64, u64, Vec<V>),
+        state: &mut ValueStateRef<'_, Self::State>,
+        ctx: &mut KeyedContext<'_, i64>,
+        _out: &mut Emitter<'_, V>,
+    ) {
+        match state.value_mut() {
+            Some((max, best)) if value == *max => best.extend(items),
+            Some((max, best)) => {
+                if value > *max {
+                    *max = value;
+                    *best = items;
+                }
+            }
+            None => {
+                state.update((value, items));
+                ctx.register_event_time_timer(start + self.window_ms - 1);
+            }
+        }
+    }
+
+    fn on_timer(
+        &mut self,
+        _start: &i64,
+        _timestamp: i64,
+        _domain: TimeDomain,
+        state: &mut ValueStateRef<'_, Self::State>,
+        _ctx: &mut KeyedContext<'_, i64>,
+        out: &mut Emitter<'_, V>,
+    ) {
+        if let Some((_, best)) = state.value() {
+            for item in best {
+                out.emit((self.emit)(item));
+            }
+        }
+        state.clear();
+    }
+}
+
+/// q5: `(auction, num, window start)` for the most-bid auction(s) of each
+/// 10 s window sliding by 2 s.
+pub fn q5(events: &DataStream<Event>) -> DataStream<(u64, u64, i64)> {
+    bids(events)
+        .key_by(|b: &Bid| b.auction)
+        .window(
+            WindowAssigner::sliding(TEN_SECONDS, Duration::from_secs(2)),
+            |b: &Bid| b.date_time,
+        )
+        .aggregate(
+            || 0u64,
+            |count: &mut u64, _b: &Bid| *count += 1,
+            |auction: &u64, w: TimeWindow, count: &u64| {
+                (w.start, *count, vec![(*auction, *count, w.start)])
+            },
+        )
+        .name("q5 bids per auction and window")
+        .key_by(|r: &(i64, u64, Vec<(u64, u64, i64)>)| r.0)
+        .process(MaxPerWindow {
+            window_ms: 10_000,
+            _v: std::marker::PhantomData,
+            emit: |r: &(u64, u64, i64)| *r,
+        })
+        .name("q5 hottest auctions per window")
+}
+
+/// Partitions of the first q7 step.
+const Q7_PARTITIONS: u64 = 64;
+
+/// q7: the highest bid(s) of each 10 s tumbling window.
+pub fn q7(events: &DataStream<Event>) -> DataStream<Bid> {
+    bids(events)
+        .key_by(|b: &Bid| b.auction % Q7_PARTITIONS)
+        .window(WindowAssigner::tumbling(TEN_SECONDS), |b: &Bid| b.date_time)
+        .aggregate(
+            || (0u64, Vec::<Bid>::new()),
+            |(max, best): &mut (u64, Vec<Bid>), b: &Bid| {
+                if best.is_empty() || b.price > *max {
+                    *max = b.price;
+                    best.clear();
+                    best.push(b.clone());
+                } else if b.price == *max {
+                    best.push(b.clone());
+                }
+            },
+            |_part: &u64, w: TimeWindow, (max, best): &(u64, Vec<Bid>)| {
+                (w.start, *max, best.clone())
+            },
+        )
+        .name("q7 highest bids per partition and window")
+        .key_by(|r: &(i64, u64, Vec<Bid>)| r.0)
+        .process(MaxPerWindow {
+            window_ms: 10_000,
+            _v: std::marker::PhantomData,
+            emit: |b: &Bid| b.clone(),
+        })
+        .name("q7 highest bids per window")
+}
+
+/// q8: `(person id, name, window start)` for people who registered and
+/// opened an auction as seller in the same 10 s tumbling window.
+pub fn q8(events: &DataStream<Event>) -> DataStream<(u64, String, i64)> {
+    let persons = events
+        .flat_map(|e: Event| match e {
+            Event::Person(p) => Some(p),
+            _ => None,
+        })
+        .name("persons");
+    persons
+        .connect(&auctions(events))
+        .key_by(|p: &Person| p.id, |a: &Auction| a.seller)
+        .into_keyed()
+        .window(
+            WindowAssigner::tumbling(TEN_SECONDS),
+            |e: &Either<Person, Auction>| match e {
+                Either::Left(p) => p.date_time,
+                Either::Right(a) => a.date_time,
+            },
+        )
+        .process(
+            |id: &u64,
+             w: TimeWindow,
+             records: &[Either<Person, Auction>],
+             out: &mut Emitter<'_, (u64, String, i64)>| {
+                if !records.iter().any(|e| matches!(e, Either::Right(_))) {
+                    return;
+                }
+                // GROUP BY id, name: each distinct name once.
+                let mut names: Vec<&str> = records
+                    .iter()
+                    .filter_map(|e| match e {
+                        Either::Left(p) => Some(&*p.name),
+                        Either::Right(_) => None,
+                    })
+                    .collect();
+                names.sort_unstable();
+                names.dedup();
+                for name in names {
+                    out.emit((*id, name.to_string(), w.start));
+                }
+            },
+        )
+        .name("q8 new sellers per window")
+}
+
+/// q11: `(bidder, bids, session start, session end)` with a 10 s gap.
+pub fn q11(events: &DataStream<Event>) -> DataStream<(u64, u64, i64, i64)> {
+    bids(events)
+        .key_by(|b: &Bid| b.bidder)
+        .window(WindowAssigner::session(TEN_SECONDS), |b: &Bid| b.date_time)
+        .aggregate_with_merge(
+            || 0u64,
+            |count: &mut u64, _b: &Bid| *count += 1,
+            |a: u64, b: u64| a + b,
+            |bidder: &u64, w: TimeWindow, count: &u64| (*bidder, *count, w.start, w.end),
+        )
+        .name("q11 bids per bidder session")
+}
+
+/// q12: `(bidder, bids, start, end)` per processing-time 10 s window.
+pub fn q12(events: &DataStream<Event>) -> DataStream<(u64, u64, i64, i64)> {
+    bids(events)
+        .key_by(|b: &Bid| b.bidder)
+        .window_processing_time(WindowAssigner::tumbling(TEN_SECONDS))
+        .aggregate(
+            || 0u64,
+            |count: &mut u64, _b: &Bid| *count += 1,
+            |bidder: &u64, w: TimeWindow, count: &u64| (*bidder, *count, w.start, w.end),
+        )
+        .name("q12 bids per bidder and processing-time window")
+}
