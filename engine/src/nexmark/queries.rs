@@ -181,8 +181,12 @@ pub const WATERMARK_DELAY: Duration = Duration::from_secs(4);
 #[derive(Clone, Debug, Default)]
 pub struct QueryOptions {
     /// q13's side input (`key,value` lines); by default a file in the
-    /// temporary directory, written by [`write_side_input`] if missing.
+    /// temporary directory, written by [`projections::write_side_input`] if missing.
     pub side_input: Option<PathBuf>,
+    /// How far the watermark trails the largest event time; default
+    /// [`WATERMARK_DELAY`]. Zero suits an in-order stream (the generator's
+    /// default) when results should follow the stream closely.
+    pub watermark_delay: Option<Duration>,
 }
 
 /// The default side input of q13.
@@ -275,7 +279,7 @@ pub fn build_with(
 ) -> Result<QueryOutput, String> {
     let events = if query.uses_event_time() {
         events.assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(
-            WATERMARK_DELAY,
+            options.watermark_delay.unwrap_or(WATERMARK_DELAY),
             |e: &Event| e.timestamp_ms(),
         ))
     } else {
