@@ -341,6 +341,7 @@ fn run_nexmark(
     };
     let options = nexmark::QueryOptions {
         side_input: side_input.clone(),
+        ..Default::default()
     };
     let out = nexmark::build_with(query, source, &options).map_err(|e| anyhow::anyhow!(e))?;
     let counter = match &output {
