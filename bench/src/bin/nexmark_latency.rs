@@ -9,8 +9,11 @@
 //!   advances with the wall clock; the watermark trails by 0 (the generated
 //!   stream is in order). A window's latency is the wall clock when its rows
 //!   reach the sink minus the moment the source's timeline passed the
-//!   window's end (first emission + (window end - event time of the first
-//!   event)). Target: within 1 ms of the window end.
+//!   window's end: the schedule time of the first event stamped at or after
+//!   the end (first emission + its position / rate; the generator's event
+//!   time rounds the inter-event delay, so it is not simply the end's wall
+//!   time). Target: within 1 ms of the window end. Windows fired by the end
+//!   of the input (before the source reached their end) are not samples.
 //!
 //! Both run with the query's own operators (`nexmark::windowed::q5`, and
 //! q1's bid filter and price map) on `--executors` pinned executors. p50,
@@ -77,8 +80,12 @@ impl<T, F: Fn(&T) -> i64 + Clone + Send + Sync + 'static> OneInputOperator<T, ()
     for LatencySink<F>
 {
     fn process(&mut self, row: T, _out: &mut Emitter<'_, ()>) {
-        let us = (self.latency_us)(&row).max(1) as u64;
-        self.local.saturating_record(us);
+        // A window that fired before the source reached its end was fired by
+        // the end of the input, not by the stream: not a latency sample.
+        let us = (self.latency_us)(&row);
+        if us >= 0 {
+            self.local.saturating_record(us.max(1) as u64);
+        }
     }
     fn finish(&mut self, _out: &mut Emitter<'_, ()>) {
         let mut global = self.global.lock().expect("histogram lock");
@@ -109,18 +116,24 @@ fn run(args: &Args, q: Q, events: u64, rate: Option<f64>) -> anyhow::Result<Run>
     let base_ms = wall_us() / 1000;
     let generator = Generator::new(GeneratorConfig {
         num_events: events,
-        first_event_rate: rate.unwrap_or(10_000_000.0).max(1.0) as u64,
+        // Unthrottled runs keep event time at 1 M events/s, the order of the
+        // offered rates, so windows open and close as often as in the latency runs.
+        first_event_rate: rate.unwrap_or(1_000_000.0).max(1.0) as u64,
         base_time_ms: base_ms,
         ..GeneratorConfig::default()
     })
     .map_err(|e| anyhow!(e))?;
-    // Wall time (us) at which event 0 left the source.
+    let timeline = generator.config().clone();
+    // Wall time (us) at which the last source subtask emitted its first event.
     let first_emit = Arc::new(AtomicI64::new(0));
     let first = first_emit.clone();
+    let parallelism = args.executors as u64;
     let make = move |position: u64| -> (i64, Event) {
         let stamp = wall_us();
-        if position == 0 {
-            first.store(stamp, Ordering::Relaxed);
+        // Each source subtask paces from its own start; the watermark follows
+        // the last to start, so its first emission anchors the timeline.
+        if position < parallelism {
+            first.fetch_max(stamp, Ordering::Relaxed);
         }
         (stamp, generator.event_at(position))
     };
@@ -162,10 +175,23 @@ fn run(args: &Args, q: Q, events: u64, rate: Option<f64>) -> anyhow::Result<Run>
                     "Latency sink",
                     LatencySink {
                         latency_us: move |row: &(u64, u64, i64)| {
-                            // The source's timeline passes event time t at
-                            // first emission + (t - base).
+                            // The source reaches the window's end when it emits
+                            // the first event stamped at or after it: position
+                            // p leaves at first emission + p / rate.
                             let end_ms = row.2 + 10_000;
-                            let reached = first.load(Ordering::Relaxed) + (end_ms - base_ms) * 1000;
+                            let (mut lo, mut hi) = (0u64, events);
+                            while lo < hi {
+                                let mid = lo + (hi - lo) / 2;
+                                let n = timeline.event_number_at(mid);
+                                if timeline.timestamp_ms(n) >= end_ms {
+                                    hi = mid;
+                                } else {
+                                    lo = mid + 1;
+                                }
+                            }
+                            let per_event_us = 1e6 / rate.unwrap_or(f64::INFINITY);
+                            let reached =
+                                first.load(Ordering::Relaxed) + (lo as f64 * per_event_us) as i64;
                             wall_us() - reached
                         },
                         local: new_histogram(),

@@ -128,6 +128,10 @@ impl<T: Clone + 'static> SourceFunction<T> for CollectionSource<T> {
 /// A deterministic parallel generator: record number k (0 <= k < count) is
 /// `f(k)`, and subtask i of n produces the numbers congruent to i mod n, at an
 /// optional total rate.
+/// How early a rate-limited generator may emit a record (it then emits in
+/// bursts of this much of its schedule).
+const RATE_SLACK: Duration = Duration::from_micros(100);
+
 pub(crate) struct GeneratorSource<F> {
     pub(crate) f: F,
     pub(crate) count: u64,
@@ -162,7 +166,10 @@ impl<T, F: FnMut(u64) -> T + 'static> SourceFunction<T> for GeneratorSource<F> {
         if self.rate_per_second.is_some() {
             let start = *self.start.get_or_insert_with(Instant::now);
             let due = start + self.interval.mul_f64(self.emitted as f64);
-            if Instant::now() < due {
+            // Records due within `RATE_SLACK` go now: sleeping a few us per
+            // record costs a pass through the reactor each, which at high
+            // rates kept the source from its schedule.
+            if Instant::now() + RATE_SLACK < due {
                 return Ok(SourcePoll::Wait(due));
             }
         }
