@@ -16,7 +16,9 @@ use crate::coordinator::messages::JobOutcome;
 use crate::error::{JobError, TaskLocation};
 use crate::graph::job_graph::JobGraph;
 use crate::graph::stream_graph::{type_ops, Data, NodeBody, StreamGraph};
-use crate::runtime::sources::{source_driver, CollectionSource, GeneratorSource, TextFileSource};
+use crate::runtime::sources::{
+    source_driver, CollectionSource, GeneratorSource, SharedStart, TextFileSource,
+};
 
 pub struct StreamEnv {
     pub(crate) graph: Rc<RefCell<StreamGraph>>,
@@ -105,6 +107,7 @@ impl StreamEnv {
         T: Data,
         F: Fn(u64) -> T + Clone + Send + Sync + 'static,
     {
+        let shared_start = SharedStart::default();
         self.add_source("Generator", move || GeneratorSource {
             f: f.clone(),
             count,
@@ -113,6 +116,7 @@ impl StreamEnv {
             rate_per_second: rate,
             interval: Duration::ZERO,
             start: None,
+            shared_start: shared_start.clone(),
             emitted: 0,
         })
     }

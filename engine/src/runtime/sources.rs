@@ -125,13 +125,31 @@ impl<T: Clone + 'static> SourceFunction<T> for CollectionSource<T> {
     }
 }
 
-/// A deterministic parallel generator: record number k (0 <= k < count) is
-/// `f(k)`, and subtask i of n produces the numbers congruent to i mod n, at an
-/// optional total rate.
 /// How early a rate-limited generator may emit a record (it then emits in
 /// bursts of this much of its schedule).
 const RATE_SLACK: Duration = Duration::from_micros(100);
 
+/// The start of a rate-limited generator's schedule, shared by its subtasks
+/// so they keep one timeline (a subtask that opens late catches up instead of
+/// lagging for the whole run, which would hold the job's watermark back).
+/// Each round of `parallelism` opens (one `execute`) takes a fresh start.
+#[derive(Clone, Default)]
+pub(crate) struct SharedStart(Arc<std::sync::Mutex<(u64, Option<Instant>)>>);
+
+impl SharedStart {
+    fn take(&self, parallelism: u32) -> Instant {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.0 % parallelism.max(1) as u64 == 0 || slot.1.is_none() {
+            slot.1 = Some(Instant::now());
+        }
+        slot.0 += 1;
+        slot.1.expect("set above")
+    }
+}
+
+/// A deterministic parallel generator: record number k (0 <= k < count) is
+/// `f(k)`, and subtask i of n produces the numbers congruent to i mod n, at an
+/// optional total rate.
 pub(crate) struct GeneratorSource<F> {
     pub(crate) f: F,
     pub(crate) count: u64,
@@ -141,6 +159,7 @@ pub(crate) struct GeneratorSource<F> {
     pub(crate) rate_per_second: Option<f64>,
     pub(crate) interval: Duration,
     pub(crate) start: Option<Instant>,
+    pub(crate) shared_start: SharedStart,
     pub(crate) emitted: u64,
 }
 
@@ -155,6 +174,7 @@ impl<T, F: FnMut(u64) -> T + 'static> SourceFunction<T> for GeneratorSource<F> {
                 ));
             }
             self.interval = Duration::from_secs_f64(ctx.parallelism as f64 / rate);
+            self.start = Some(self.shared_start.take(ctx.parallelism));
         }
         Ok(())
     }
