@@ -124,16 +124,19 @@ fn run(args: &Args, q: Q, events: u64, rate: Option<f64>) -> anyhow::Result<Run>
     })
     .map_err(|e| anyhow!(e))?;
     let timeline = generator.config().clone();
-    // Wall time (us) at which the last source subtask emitted its first event.
+    // Wall time (us) of the first emission of any source subtask.
     let first_emit = Arc::new(AtomicI64::new(0));
     let first = first_emit.clone();
     let parallelism = args.executors as u64;
     let make = move |position: u64| -> (i64, Event) {
         let stamp = wall_us();
-        // Each source subtask paces from its own start; the watermark follows
-        // the last to start, so its first emission anchors the timeline.
+        // The source subtasks pace against one shared start: the earliest
+        // first emission anchors the timeline.
         if position < parallelism {
-            first.fetch_max(stamp, Ordering::Relaxed);
+            let seen = first.load(Ordering::Relaxed);
+            if seen == 0 || stamp < seen {
+                first.store(stamp, Ordering::Relaxed);
+            }
         }
         (stamp, generator.event_at(position))
     };
