@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use crate::api::stream::DataStream;
 
 use super::auctions::bids;
 use super::model::{Bid, Event};
+use super::text::Str;
 
 /// Keys of q13's side input: `auction % SIDE_INPUT_KEYS`.
 pub const SIDE_INPUT_KEYS: u64 = 10_000;
@@ -44,7 +46,7 @@ pub fn write_side_input(path: &Path) -> std::io::Result<()> {
 }
 
 /// Reads a side input of `key,value` lines; errors name the file and line.
-pub fn read_side_input(path: &Path) -> Result<HashMap<u64, String>, String> {
+pub fn read_side_input(path: &Path) -> Result<HashMap<u64, Str>, String> {
     let file = std::fs::File::open(path)
         .map_err(|e| format!("side input file '{}': {e}", path.display()))?;
     let mut map = HashMap::new();
@@ -67,16 +69,15 @@ pub fn read_side_input(path: &Path) -> Result<HashMap<u64, String>, String> {
                 n + 1
             )
         })?;
-        map.insert(key, value.to_string());
+        map.insert(key, Str::from(value));
     }
     Ok(map)
 }
 
-/// q13: `(bid, side value)` for bids whose `auction % 10000` has a value.
-pub fn q13(
-    events: &DataStream<Event>,
-    side: Arc<HashMap<u64, String>>,
-) -> DataStream<(Bid, String)> {
+/// q13: `(bid, side value)` for bids whose `auction % 10000` has a value
+/// (values are `Str`s: copying one is inline or a reference count, not an
+/// allocation per bid).
+pub fn q13(events: &DataStream<Event>, side: Arc<HashMap<u64, Str>>) -> DataStream<(Bid, Str)> {
     bids(events)
         .flat_map(move |b: Bid| {
             side.get(&(b.auction % SIDE_INPUT_KEYS))
@@ -98,7 +99,7 @@ pub fn bid_time_type(date_time_ms: i64) -> &'static str {
 }
 
 /// q14: `(bid with price in milli-euros, time type, 'c' count)`.
-pub fn q14(events: &DataStream<Event>) -> DataStream<(Bid, String, u64)> {
+pub fn q14(events: &DataStream<Event>) -> DataStream<(Bid, Str, u64)> {
     bids(events)
         .flat_map(|mut b: Bid| {
             // 0.908 * price in thousandths, exactly.
@@ -108,54 +109,79 @@ pub fn q14(events: &DataStream<Event>) -> DataStream<(Bid, String, u64)> {
             }
             b.price = milli;
             let c_count = b.extra.bytes().filter(|&c| c == b'c').count() as u64;
-            let label = bid_time_type(b.date_time).to_string();
+            let label = Str::from_static(bid_time_type(b.date_time));
             Some((b, label, c_count))
         })
         .name("q14 filter and project")
 }
 
-/// `REGEXP_EXTRACT(url, '(&|^)channel_id=([^&]*)', 2)`: the value of the first
-/// `channel_id` parameter at the start of the url or after a `&`.
-pub fn channel_id_of(url: &str) -> Option<&str> {
+/// `REGEXP_EXTRACT(url, '(&|^)channel_id=([^&]*)', 2)`: where in `url` the
+/// value of the first `channel_id` parameter lies, at the start of the url or
+/// after a `&`.
+pub fn channel_id_range(url: &str) -> Option<Range<usize>> {
     const NAME: &str = "channel_id=";
     let mut from = 0;
     while let Some(at) = url[from..].find(NAME) {
         let start = from + at;
         if start == 0 || url.as_bytes()[start - 1] == b'&' {
-            let value = &url[start + NAME.len()..];
-            return Some(value.split('&').next().unwrap_or(""));
+            let value = start + NAME.len();
+            let end = url[value..].find('&').map_or(url.len(), |i| value + i);
+            return Some(value..end);
         }
         from = start + 1;
     }
     None
 }
 
-/// q21: `(bid, channel id)`.
-pub fn q21(events: &DataStream<Event>) -> DataStream<(Bid, String)> {
+/// The channel id as text ([`channel_id_range`]).
+pub fn channel_id_of(url: &str) -> Option<&str> {
+    channel_id_range(url).map(|r| &url[r])
+}
+
+/// q21's id of the four hot channels, compared without case.
+fn hot_channel_id(channel: &str) -> Option<&'static str> {
+    ["apple", "google", "facebook", "baidu"]
+        .iter()
+        .position(|hot| channel.eq_ignore_ascii_case(hot))
+        .map(|i| ["0", "1", "2", "3"][i])
+}
+
+/// q21: `(bid, channel id)`; the id is a slice of the bid's url, so a row
+/// allocates nothing.
+pub fn q21(events: &DataStream<Event>) -> DataStream<(Bid, Str)> {
     bids(events)
         .flat_map(|b: Bid| {
-            let id = match b.channel.to_ascii_lowercase().as_str() {
-                "apple" => Some("0".to_string()),
-                "google" => Some("1".to_string()),
-                "facebook" => Some("2".to_string()),
-                "baidu" => Some("3".to_string()),
-                _ => channel_id_of(&b.url).map(str::to_string),
+            let id = match hot_channel_id(&b.channel) {
+                Some(id) => Some(Str::from_static(id)),
+                None => channel_id_range(&b.url).map(|r| b.url.slice(r)),
             };
             id.map(|id| (b, id))
         })
         .name("q21 channel ids")
 }
 
-/// `SPLIT_INDEX(url, '/', index)`.
-pub fn split_index(url: &str, index: usize) -> Option<&str> {
-    url.split('/').nth(index)
+/// `SPLIT_INDEX(url, '/', index)`: where the `index`-th `/`-separated part
+/// of `url` lies.
+pub fn split_index_range(url: &str, index: usize) -> Option<Range<usize>> {
+    let mut start = 0;
+    for _ in 0..index {
+        start += url[start..].find('/')? + 1;
+    }
+    let end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    Some(start..end)
 }
 
-/// q22: `(bid, dir1, dir2, dir3)`.
-pub fn q22(events: &DataStream<Event>) -> DataStream<(Bid, String, String, String)> {
+/// `SPLIT_INDEX(url, '/', index)` as text.
+pub fn split_index(url: &str, index: usize) -> Option<&str> {
+    split_index_range(url, index).map(|r| &url[r])
+}
+
+/// q22: `(bid, dir1, dir2, dir3)`, slices of the bid's url (empty when the
+/// url has fewer parts).
+pub fn q22(events: &DataStream<Event>) -> DataStream<(Bid, Str, Str, Str)> {
     bids(events)
         .map(|b: Bid| {
-            let dir = |i| split_index(&b.url, i).unwrap_or("").to_string();
+            let dir = |i| split_index_range(&b.url, i).map_or(Str::new(), |r| b.url.slice(r));
             let (d1, d2, d3) = (dir(3), dir(4), dir(5));
             (b, d1, d2, d3)
         })

@@ -302,9 +302,7 @@ pub fn build_with(
             bids(&events)
                 .flat_map(|b: Bid| (b.auction % 123 == 0).then_some((b.auction, b.price)))
                 .name("q2 auction % 123 == 0"),
-            |r: &(u64, u64), line| {
-                let _ = write!(line, "{},{}", r.0, r.1);
-            },
+            format_pair,
         ),
         Query::Q3 => QueryOutput::new(
             query,
@@ -479,31 +477,6 @@ pub fn format_q0(b: &Bid, row: &mut String) {
         "{},{},{},{},{}",
         b.auction, b.bidder, b.price, b.date_time, b.extra
     );
-}
-
-/// A q1 row: like q0 with the price `0.908 * price` written with three decimals.
-pub fn format_q1(b: &Bid, row: &mut String) {
-    let milli = b.price as u128 * 908;
-    let _ = write!(
-        row,
-        "{},{},{}.{:03},{},{}",
-        b.auction,
-        b.bidder,
-        milli / 1000,
-        milli % 1000,
-        b.date_time,
-        b.extra
-    );
-}
-
-/// A q2 row: `auction,price`.
-pub fn format_q2(b: &Bid) -> String {
-    format!("{},{}", b.auction, b.price)
-}
-
-/// A q3 row: `name,city,state,id`.
-pub fn format_q3(p: &Person, auction_id: u64) -> String {
-    format!("{},{},{},{}", p.name, p.city, p.state, auction_id)
 }
 
 /// Per seller id: the matching persons and auctions seen so far (both sides are kept,

@@ -219,7 +219,7 @@ pub fn q7(events: &DataStream<Event>) -> DataStream<Bid> {
 
 /// q8: `(person id, name, window start)` for people who registered and
 /// opened an auction as seller in the same 10 s tumbling window.
-pub fn q8(events: &DataStream<Event>) -> DataStream<(u64, String, i64)> {
+pub fn q8(events: &DataStream<Event>) -> DataStream<(u64, Str, i64)> {
     // Only ids, names and times cross the exchange.
     let persons = events
         .flat_map(|e: Event| match e {
@@ -249,22 +249,22 @@ pub fn q8(events: &DataStream<Event>) -> DataStream<(u64, String, i64)> {
             |id: &u64,
              w: TimeWindow,
              records: &[Either<Person, Auction>],
-             out: &mut Emitter<'_, (u64, String, i64)>| {
+             out: &mut Emitter<'_, (u64, Str, i64)>| {
                 if !records.iter().any(|e| matches!(e, Either::Right(_))) {
                     return;
                 }
                 // GROUP BY id, name: each distinct name once.
-                let mut names: Vec<&str> = records
+                let mut names: Vec<&Str> = records
                     .iter()
                     .filter_map(|e| match e {
-                        Either::Left(p) => Some(&*p.name),
+                        Either::Left(p) => Some(&p.name),
                         Either::Right(_) => None,
                     })
                     .collect();
                 names.sort_unstable();
                 names.dedup();
                 for name in names {
-                    out.emit((*id, name.to_string(), w.start));
+                    out.emit((*id, name.clone(), w.start));
                 }
             },
         )

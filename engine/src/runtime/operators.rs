@@ -18,6 +18,22 @@ use crate::api::functions::OneInputOperator;
 use crate::error::{TaskError, TaskLocation, TaskResult};
 use crate::runtime::collector::{guarded, BoxCollector, Collector, Emitter};
 
+/// The `finish`, `watermark` and `watermark_status` of an operator that has
+/// nothing of its own to do for them: pass them on to `self.out`.
+macro_rules! forward_to_out {
+    () => {
+        fn finish(&mut self) -> TaskResult {
+            self.out.finish()
+        }
+        fn watermark(&mut self, watermark: i64) -> TaskResult {
+            self.out.watermark(watermark)
+        }
+        fn watermark_status(&mut self, idle: bool) -> TaskResult {
+            self.out.watermark_status(idle)
+        }
+    };
+}
+
 pub(crate) struct Map<F, O> {
     pub(crate) f: F,
     pub(crate) out: BoxCollector<O>,
@@ -31,15 +47,7 @@ impl<I, O, F: FnMut(I) -> O> Collector<I> for Map<F, O> {
         let value = guarded(&self.location, || f(record))?;
         self.out.collect(value)
     }
-    fn finish(&mut self) -> TaskResult {
-        self.out.finish()
-    }
-    fn watermark(&mut self, watermark: i64) -> TaskResult {
-        self.out.watermark(watermark)
-    }
-    fn watermark_status(&mut self, idle: bool) -> TaskResult {
-        self.out.watermark_status(idle)
-    }
+    forward_to_out!();
 }
 
 pub(crate) struct TryMap<F, O> {
@@ -60,15 +68,7 @@ impl<I, O, E: Display, F: FnMut(I) -> Result<O, E>> Collector<I> for TryMap<F, O
             })),
         }
     }
-    fn finish(&mut self) -> TaskResult {
-        self.out.finish()
-    }
-    fn watermark(&mut self, watermark: i64) -> TaskResult {
-        self.out.watermark(watermark)
-    }
-    fn watermark_status(&mut self, idle: bool) -> TaskResult {
-        self.out.watermark_status(idle)
-    }
+    forward_to_out!();
 }
 
 pub(crate) struct Filter<F, T> {
@@ -87,15 +87,7 @@ impl<T, F: FnMut(&T) -> bool> Collector<T> for Filter<F, T> {
             Ok(())
         }
     }
-    fn finish(&mut self) -> TaskResult {
-        self.out.finish()
-    }
-    fn watermark(&mut self, watermark: i64) -> TaskResult {
-        self.out.watermark(watermark)
-    }
-    fn watermark_status(&mut self, idle: bool) -> TaskResult {
-        self.out.watermark_status(idle)
-    }
+    forward_to_out!();
 }
 
 pub(crate) struct FlatMap<F, O> {
@@ -115,15 +107,7 @@ impl<I, O, It: IntoIterator<Item = O>, F: FnMut(I) -> It> Collector<I> for FlatM
         }
         Ok(())
     }
-    fn finish(&mut self) -> TaskResult {
-        self.out.finish()
-    }
-    fn watermark(&mut self, watermark: i64) -> TaskResult {
-        self.out.watermark(watermark)
-    }
-    fn watermark_status(&mut self, idle: bool) -> TaskResult {
-        self.out.watermark_status(idle)
-    }
+    forward_to_out!();
 }
 
 /// A user-written operator (`DataStream::transform`).
@@ -197,15 +181,7 @@ where
         };
         self.out.collect(value)
     }
-    fn finish(&mut self) -> TaskResult {
-        self.out.finish()
-    }
-    fn watermark(&mut self, watermark: i64) -> TaskResult {
-        self.out.watermark(watermark)
-    }
-    fn watermark_status(&mut self, idle: bool) -> TaskResult {
-        self.out.watermark_status(idle)
-    }
+    forward_to_out!();
 }
 
 /// Rolling sum per key of a numeric projection: emits `(key, sum)`.
@@ -242,15 +218,7 @@ where
         };
         self.out.collect((key, sum))
     }
-    fn finish(&mut self) -> TaskResult {
-        self.out.finish()
-    }
-    fn watermark(&mut self, watermark: i64) -> TaskResult {
-        self.out.watermark(watermark)
-    }
-    fn watermark_status(&mut self, idle: bool) -> TaskResult {
-        self.out.watermark_status(idle)
-    }
+    forward_to_out!();
 }
 
 /// Collects records for the caller of `execute` (tests, small jobs).

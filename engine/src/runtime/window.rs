@@ -40,7 +40,7 @@ use crate::runtime::timers::{
 use crate::runtime::watermark::{WATERMARK_MAX, WATERMARK_MIN};
 
 /// A half-open interval of time `[start, end)` in milliseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TimeWindow {
     pub start: i64,
     pub end: i64,
@@ -250,6 +250,47 @@ impl<O, E> Collector<O> for Wrap<'_, O, E> {
 
 type Timers<K> = BTreeMap<i64, Vec<(u32, K, TimeWindow)>>;
 
+/// Calls the window function on a window's accumulator; its results go out
+/// through `wrap`, and a panic fails the task naming the operator.
+fn emit_window<K, T, O, E, W: WindowFunction<K, T, O>>(
+    function: &mut W,
+    out: &mut dyn Collector<E>,
+    wrap: fn(O) -> E,
+    location: &TaskLocation,
+    key: &K,
+    window: TimeWindow,
+    acc: &W::Acc,
+) -> TaskResult {
+    let mut wrap = Wrap { out, wrap };
+    let mut emitter = Emitter::new(&mut wrap);
+    guarded(location, || function.emit(key, window, acc, &mut emitter))?;
+    emitter.into_result()
+}
+
+/// A record's windows without allocating, up to 16 (sliding windows with
+/// size / slide <= 16); more spill to the heap.
+#[derive(Default)]
+struct WindowList {
+    inline: [TimeWindow; 16],
+    len: usize,
+    spill: Vec<TimeWindow>,
+}
+
+impl WindowList {
+    fn push(&mut self, window: TimeWindow) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = window;
+            self.len += 1;
+        } else {
+            self.spill.push(window);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = TimeWindow> + '_ {
+        self.inline[..self.len].iter().chain(&self.spill).copied()
+    }
+}
+
 pub(crate) struct WindowOperator<K, T, O, E, KF, W: WindowFunction<K, T, O>> {
     key_fn: KF,
     time: WindowTime<T>,
@@ -373,19 +414,6 @@ where
         }
     }
 
-    fn emit(&mut self, key: &K, window: TimeWindow, acc: &W::Acc) -> TaskResult {
-        let mut wrap = Wrap {
-            out: self.out.as_mut(),
-            wrap: self.outputs.result,
-        };
-        let mut emitter = Emitter::new(&mut wrap);
-        let function = &mut self.function;
-        guarded(&self.location, || {
-            function.emit(key, window, acc, &mut emitter)
-        })?;
-        emitter.into_result()
-    }
-
     fn late(&mut self, record: T) -> TaskResult {
         match self.outputs.late {
             Some(wrap) => self.out.collect(wrap(record)),
@@ -420,22 +448,19 @@ where
                         self.state.remove(key_group, &key);
                     }
                     if fire {
-                        self.emit(&key, window, &acc)?;
+                        emit_window(
+                            &mut self.function,
+                            self.out.as_mut(),
+                            self.outputs.result,
+                            &self.location,
+                            &key,
+                            window,
+                            &acc,
+                        )?;
                     }
                 } else if fire {
-                    // Kept for the allowed lateness: emit without dropping.
-                    let (state, function, out, wrap, location) = (
-                        &mut self.state,
-                        &mut self.function,
-                        self.out.as_mut(),
-                        self.outputs.result,
-                        &self.location,
-                    );
-                    let acc = &state.get_mut(key_group, &key).expect("found above")[index].1;
-                    let mut wrap = Wrap { out, wrap };
-                    let mut emitter = Emitter::new(&mut wrap);
-                    guarded(location, || function.emit(&key, window, acc, &mut emitter))?;
-                    emitter.into_result()?;
+                    // Kept for the allowed lateness.
+                    self.emit_open(key_group, &key, window)?;
                 }
             }
         }
@@ -444,39 +469,25 @@ where
 
     /// A record of a non-merging assigner.
     fn add_to_windows(&mut self, key_group: u32, key: K, ts: i64, record: T) -> TaskResult {
+        let mut assigned = WindowList::default();
+        self.assigner.for_each_window(ts, |w| assigned.push(w));
+        let (mut created, mut refire) = (WindowList::default(), WindowList::default());
+        let mut on_time = false;
         // Look up before inserting: `entry` would clone the key (an allocation
         // for string keys) on every record, not just a key's first.
         if self.state.get_mut(key_group, &key).is_none() {
             self.state.insert(key_group, key.clone(), Vec::new());
         }
-        let mut on_time = false;
-        let mut failure = None;
-        let mut created = Vec::new();
-        let mut refire = Vec::new();
-        let assigner = self.assigner;
-        let late_fn = |w: &TimeWindow| self.is_late(w);
-        let past_end = |w: &TimeWindow| self.is_past_end(w);
-        // A record's windows, without allocating for up to 16 (sliding
-        // windows of size / slide <= 16).
-        let mut candidates: [Option<(TimeWindow, bool, bool)>; 16] = [None; 16];
-        let mut more = Vec::new();
-        let mut count = 0;
-        assigner.for_each_window(ts, |w| {
-            let entry = (w, late_fn(&w), past_end(&w));
-            if count < candidates.len() {
-                candidates[count] = Some(entry);
-            } else {
-                more.push(entry);
-            }
-            count += 1;
-        });
-        let windows = self.state.get_mut(key_group, &key).expect("inserted above");
-        let (function, location) = (&mut self.function, &self.location);
-        for (window, late, past_end) in candidates.iter().flatten().copied().chain(more) {
-            if late || failure.is_some() {
+        for window in assigned.iter() {
+            if self.is_late(&window) {
                 continue;
             }
             on_time = true;
+            if self.is_past_end(&window) {
+                refire.push(window);
+            }
+            let (state, function, location) = (&mut self.state, &mut self.function, &self.location);
+            let windows = state.get_mut(key_group, &key).expect("inserted above");
             let slot = match windows.iter().position(|(w, _)| *w == window) {
                 Some(i) => i,
                 None => match guarded(location, || function.create()) {
@@ -486,30 +497,20 @@ where
                         windows.len() - 1
                     }
                     Err(e) => {
-                        failure = Some(e);
-                        continue;
+                        self.remove_if_empty(key_group, &key);
+                        return Err(e);
                     }
                 },
             };
             let acc = &mut windows[slot].1;
-            if let Err(e) = guarded(location, || function.add(acc, &record)) {
-                failure = Some(e);
-            }
-            if past_end {
-                refire.push(window);
-            }
+            guarded(location, || function.add(acc, &record))?;
         }
-        if windows.is_empty() {
-            self.state.remove(key_group, &key);
-        }
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        for window in created {
+        self.remove_if_empty(key_group, &key);
+        for window in created.iter() {
             self.add_timer(key_group, &key, window);
         }
-        for window in refire {
-            self.refire(key_group, &key, window)?;
+        for window in refire.iter() {
+            self.emit_open(key_group, &key, window)?;
         }
         if !on_time {
             self.late(record)?;
@@ -517,25 +518,31 @@ where
         Ok(())
     }
 
-    /// A record within the allowed lateness fired its window again.
-    fn refire(&mut self, key_group: u32, key: &K, window: TimeWindow) -> TaskResult {
-        let (state, function, out, wrap, location) = (
-            &mut self.state,
-            &mut self.function,
-            self.out.as_mut(),
-            self.outputs.result,
-            &self.location,
-        );
+    fn remove_if_empty(&mut self, key_group: u32, key: &K) {
+        if self.state.get(key_group, key).is_some_and(Vec::is_empty) {
+            self.state.remove(key_group, key);
+        }
+    }
+
+    /// Emits a window that stays open: fired within the allowed lateness by
+    /// its timer, or again by a late record.
+    fn emit_open(&mut self, key_group: u32, key: &K, window: TimeWindow) -> TaskResult {
+        let (state, function, out) = (&mut self.state, &mut self.function, self.out.as_mut());
         let Some(windows) = state.get_mut(key_group, key) else {
             return Ok(());
         };
         let Some((_, acc)) = windows.iter().find(|(w, _)| *w == window) else {
             return Ok(());
         };
-        let mut wrap = Wrap { out, wrap };
-        let mut emitter = Emitter::new(&mut wrap);
-        guarded(location, || function.emit(key, window, acc, &mut emitter))?;
-        emitter.into_result()
+        emit_window(
+            function,
+            out,
+            self.outputs.result,
+            &self.location,
+            key,
+            window,
+            acc,
+        )
     }
 
     /// A record of a session assigner: its window absorbs the key's windows
@@ -588,7 +595,7 @@ where
             self.add_timer(key_group, &key, merged);
         }
         if self.is_past_end(&merged) {
-            self.refire(key_group, &key, merged)?;
+            self.emit_open(key_group, &key, merged)?;
         }
         Ok(())
     }
