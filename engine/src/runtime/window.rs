@@ -276,6 +276,30 @@ struct WindowList {
     spill: Vec<TimeWindow>,
 }
 
+/// A subset of a `WindowList`, by index.
+#[derive(Default)]
+struct WindowMask {
+    bits: u16,
+    spill: Vec<TimeWindow>,
+}
+
+impl WindowMask {
+    fn set(&mut self, index: usize, window: TimeWindow) {
+        if index < 16 {
+            self.bits |= 1 << index;
+        } else {
+            self.spill.push(window);
+        }
+    }
+
+    fn windows<'a>(&'a self, list: &'a WindowList) -> impl Iterator<Item = TimeWindow> + 'a {
+        (0..list.len)
+            .filter(|&i| self.bits & (1 << i) != 0)
+            .map(|i| list.inline[i])
+            .chain(self.spill.iter().copied())
+    }
+}
+
 impl WindowList {
     fn push(&mut self, window: TimeWindow) {
         if self.len < self.inline.len() {
@@ -471,20 +495,23 @@ where
     fn add_to_windows(&mut self, key_group: u32, key: K, ts: i64, record: T) -> TaskResult {
         let mut assigned = WindowList::default();
         self.assigner.for_each_window(ts, |w| assigned.push(w));
-        let (mut created, mut refire) = (WindowList::default(), WindowList::default());
+        // Which of `assigned` opened with this record, and which fire again:
+        // bit i for window i (a record has at most 16 windows unless the slide
+        // is tiny; `spill` holds the rest).
+        let (mut created, mut refire) = (WindowMask::default(), WindowMask::default());
         let mut on_time = false;
         // Look up before inserting: `entry` would clone the key (an allocation
         // for string keys) on every record, not just a key's first.
         if self.state.get_mut(key_group, &key).is_none() {
             self.state.insert(key_group, key.clone(), Vec::new());
         }
-        for window in assigned.iter() {
+        for (i, window) in assigned.iter().enumerate() {
             if self.is_late(&window) {
                 continue;
             }
             on_time = true;
             if self.is_past_end(&window) {
-                refire.push(window);
+                refire.set(i, window);
             }
             let (state, function, location) = (&mut self.state, &mut self.function, &self.location);
             let windows = state.get_mut(key_group, &key).expect("inserted above");
@@ -493,7 +520,7 @@ where
                 None => match guarded(location, || function.create()) {
                     Ok(acc) => {
                         windows.push((window, acc));
-                        created.push(window);
+                        created.set(i, window);
                         windows.len() - 1
                     }
                     Err(e) => {
@@ -506,10 +533,10 @@ where
             guarded(location, || function.add(acc, &record))?;
         }
         self.remove_if_empty(key_group, &key);
-        for window in created.iter() {
+        for window in created.windows(&assigned) {
             self.add_timer(key_group, &key, window);
         }
-        for window in refire.iter() {
+        for window in refire.windows(&assigned) {
             self.emit_open(key_group, &key, window)?;
         }
         if !on_time {
