@@ -8,7 +8,10 @@ use std::sync::Arc;
 use glommio::{LocalExecutorBuilder, Placement};
 use rheon_net::channel::ConnectionManager;
 
+use crate::checkpoint::state::SharedRestore;
+use crate::checkpoint::writer::SnapshotWriters;
 use crate::config::{available_cores, EngineConfig};
+use crate::coordinator::messages::JobId;
 use crate::coordinator::messages::{mailbox, CoordinatorMsg, JobOutcome, Mailbox};
 use crate::coordinator::Coordinator;
 use crate::error::JobError;
@@ -30,11 +33,14 @@ impl EmbeddedCluster {
         let config = Arc::new(config.clone());
         let (coordinator, inbox) = mailbox();
         let expected = config.executors;
+        let own = coordinator.clone();
         let coordinator_thread = std::thread::Builder::new()
             .name("rheon-coordinator".into())
-            .spawn(move || Coordinator::new(expected).run(inbox))
+            .spawn(move || Coordinator::new(expected).run(inbox, own))
             .map_err(|e| JobError::Startup(format!("cannot start the coordinator thread: {e}")))?;
         let connections = ConnectionManager::new(config.channel.clone());
+        let snapshots = SnapshotWriters::start(config.executors)
+            .map_err(|e| JobError::Startup(format!("cannot start the snapshot writers: {e}")))?;
         let cores = available_cores();
         let mut executors = Vec::with_capacity(config.executors);
         for id in 0..config.executors {
@@ -49,6 +55,7 @@ impl EmbeddedCluster {
                 config: config.clone(),
                 connections: connections.clone(),
                 coordinator: coordinator.clone(),
+                snapshots: snapshots.clone(),
             };
             let handle = LocalExecutorBuilder::new(placement)
                 .name(&format!("rheon-exec-{id}"))
@@ -66,6 +73,34 @@ impl EmbeddedCluster {
 
     /// Submits a job and blocks until it finished or failed.
     pub fn run_job(&self, graph: JobGraph) -> Result<JobOutcome, JobError> {
+        self.run_job_from(graph, None)
+    }
+
+    /// Submits a job that starts from `restore` (if any) and blocks until it
+    /// finished or failed.
+    pub(crate) fn run_job_from(
+        &self,
+        graph: JobGraph,
+        restore: SharedRestore,
+    ) -> Result<JobOutcome, JobError> {
+        let (job, outcome) = self.submit(graph, restore);
+        let name = job.1;
+        outcome.recv_blocking().unwrap_or_else(|_| {
+            Err(JobError::Startup(format!(
+                "the coordinator stopped before job '{name}' ended"
+            )))
+        })
+    }
+
+    /// Submits a job; returns its id and name and where its outcome arrives.
+    pub(crate) fn submit(
+        &self,
+        graph: JobGraph,
+        restore: SharedRestore,
+    ) -> (
+        (JobId, String),
+        async_channel::Receiver<Result<JobOutcome, JobError>>,
+    ) {
         let job = NEXT_JOB_ID.fetch_add(1, Ordering::Relaxed);
         let name = graph.name.clone();
         let (reply, outcome) = mailbox();
@@ -73,12 +108,19 @@ impl EmbeddedCluster {
             job,
             graph: Arc::new(graph),
             reply,
+            restore,
         });
-        outcome.recv_blocking().unwrap_or_else(|_| {
-            Err(JobError::Startup(format!(
-                "the coordinator stopped before job '{name}' ended"
-            )))
-        })
+        ((job, name), outcome)
+    }
+
+    /// Asks the job for a savepoint and waits for its directory.
+    pub(crate) fn savepoint(&self, job: JobId) -> Result<std::path::PathBuf, String> {
+        let (reply, answer) = mailbox();
+        self.coordinator
+            .send(CoordinatorMsg::TriggerSavepoint { job, reply });
+        answer
+            .recv_blocking()
+            .unwrap_or_else(|_| Err("the coordinator stopped".into()))
     }
 
     /// Stops executors and coordinator and waits for their threads.

@@ -34,6 +34,8 @@ pub struct EngineConfig {
     /// Max parallelism (number of key groups); `None` = Flink's default for the
     /// job's largest parallelism.
     pub max_parallelism: Option<u32>,
+    /// Checkpoints, recovery and restore.
+    pub checkpoint: crate::checkpoint::CheckpointConfig,
 }
 
 impl Default for EngineConfig {
@@ -49,6 +51,7 @@ impl Default for EngineConfig {
             default_parallelism: None,
             spin_before_park: Duration::from_micros(SPIN_BEFORE_PARK_US_DEFAULT),
             max_parallelism: None,
+            checkpoint: crate::checkpoint::CheckpointConfig::default(),
         }
     }
 }
@@ -77,6 +80,14 @@ impl EngineConfig {
     }
     pub fn with_parallelism(mut self, parallelism: u32) -> Self {
         self.default_parallelism = Some(parallelism);
+        self
+    }
+    pub fn with_checkpoints(mut self, checkpoint: crate::checkpoint::CheckpointConfig) -> Self {
+        self.checkpoint = checkpoint;
+        self
+    }
+    pub fn with_max_parallelism(mut self, max_parallelism: u32) -> Self {
+        self.max_parallelism = Some(max_parallelism);
         self
     }
     pub fn with_segments_per_executor(mut self, segments: usize) -> Self {

@@ -57,6 +57,12 @@ pub enum TaskError {
         message: String,
     },
     /// The task was cancelled because another task failed or the job was cancelled.
+    /// Taking, writing or restoring a checkpoint failed.
+    #[error("{location} failed a checkpoint: {message}")]
+    Checkpoint {
+        location: TaskLocation,
+        message: String,
+    },
     #[error("{location} was cancelled")]
     Cancelled { location: TaskLocation },
 }
@@ -68,6 +74,7 @@ impl TaskError {
             | TaskError::Source { location, .. }
             | TaskError::Sink { location, .. }
             | TaskError::Network { location, .. }
+            | TaskError::Checkpoint { location, .. }
             | TaskError::Cancelled { location } => location,
         }
     }
@@ -91,6 +98,12 @@ pub enum JobError {
     /// in error chains).
     #[error("job '{job}' failed: {task}")]
     TaskFailed { job: String, task: Box<TaskError> },
+    /// Committing the output of sinks at the end of the job failed.
+    #[error("job '{job}' could not commit its output: {message}")]
+    Commit { job: String, message: String },
+    /// A checkpoint to restore from could not be found or read.
+    #[error("job '{job}' cannot restore: {message}")]
+    Restore { job: String, message: String },
     /// The executors could not be started (glommio, memlock, affinity).
     #[error("cannot start the engine: {0}")]
     Startup(String),

@@ -5,6 +5,7 @@
 //! with [`StreamEnv::execute`]. See `docs/ARCHITECTURE.md` for the code map.
 
 pub mod api;
+pub mod checkpoint;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;
@@ -24,8 +25,9 @@ pub use api::functions::{
 pub use api::stream::{
     CollectHandle, DataStream, DataStreamSink, KeyedStream, LateData, WindowedStream,
 };
+pub use checkpoint::{CheckpointConfig, CheckpointingMode, RestartStrategy};
 pub use config::EngineConfig;
-pub use coordinator::messages::{JobOutcome, VertexMetrics};
+pub use coordinator::messages::{CheckpointStats, JobOutcome, VertexMetrics};
 pub use error::{JobError, TaskError, TaskLocation};
 pub use graph::stream_graph::Data;
 pub use rheon_net::codec::Codec;

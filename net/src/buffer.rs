@@ -113,28 +113,7 @@ impl Buffer {
                 reason: "filled length exceeds the segment size",
             });
         }
-        let bytes = &seg.as_slice()[..len_bytes];
-        let mut at = 0;
-        let mut record_count = 0;
-        while at < len_bytes {
-            let Some(header) = bytes[at..].first_chunk::<FRAME_HEADER_BYTES>() else {
-                return Err(NetError::CorruptBuffer {
-                    offset: at,
-                    len_bytes,
-                    reason: "frame header cut off",
-                });
-            };
-            let len = u32::from_le_bytes(*header) as usize;
-            if len > len_bytes - at - FRAME_HEADER_BYTES {
-                return Err(NetError::CorruptBuffer {
-                    offset: at,
-                    len_bytes,
-                    reason: "frame length runs past the filled bytes",
-                });
-            }
-            at += FRAME_HEADER_BYTES + len;
-            record_count += 1;
-        }
+        let record_count = count_frames(&seg.as_slice()[..len_bytes])?;
         Ok(Buffer {
             seg,
             len_bytes,
@@ -173,6 +152,42 @@ impl Buffer {
     /// Gives the segment back (to recycle it).
     pub fn into_segment(self) -> Segment {
         self.seg
+    }
+}
+
+/// Checks that `bytes` are a whole number of valid frames; returns how many.
+fn count_frames(bytes: &[u8]) -> Result<usize, NetError> {
+    let len_bytes = bytes.len();
+    let mut at = 0;
+    let mut record_count = 0;
+    while at < len_bytes {
+        let Some(header) = bytes[at..].first_chunk::<FRAME_HEADER_BYTES>() else {
+            return Err(NetError::CorruptBuffer {
+                offset: at,
+                len_bytes,
+                reason: "frame header cut off",
+            });
+        };
+        let len = u32::from_le_bytes(*header) as usize;
+        if len > len_bytes - at - FRAME_HEADER_BYTES {
+            return Err(NetError::CorruptBuffer {
+                offset: at,
+                len_bytes,
+                reason: "frame length runs past the filled bytes",
+            });
+        }
+        at += FRAME_HEADER_BYTES + len;
+        record_count += 1;
+    }
+    Ok(record_count)
+}
+
+impl<'a> Records<'a> {
+    /// The payloads of a buffer's bytes (`Buffer::as_bytes`) kept elsewhere,
+    /// after checking their framing.
+    pub fn parse(bytes: &'a [u8]) -> Result<Records<'a>, NetError> {
+        count_frames(bytes)?;
+        Ok(Records { bytes })
     }
 }
 

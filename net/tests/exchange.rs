@@ -32,6 +32,7 @@ where
 
 fn id(producer: u32, consumer: u32) -> ChannelId {
     ChannelId {
+        attempt: 0,
         edge: 7,
         producer,
         consumer,

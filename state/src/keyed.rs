@@ -3,8 +3,17 @@
 //! whole key groups; [`KeyedStateBackend`] is the registry of a subtask's named states, so
 //! snapshots can find them all.
 //!
-//! Both are `!Send` by construction (handles are `Rc<RefCell<..>>`): keyed state belongs
-//! to the executor that runs the subtask and never crosses cores.
+//! Each key group's map sits behind an `Arc`, which makes checkpoints copy-on-write:
+//! [`KeyGroupedMap::fork`] (the synchronous part of a checkpoint, O(key groups)) hands out
+//! a frozen [`KeyGroupedFork`] that shares every key group's map. The fork is `Send`, so a
+//! writer thread can write it while the task keeps processing; the first write by the
+//! task to a key group the fork still holds copies that one key group's map
+//! (`Arc::make_mut`), and [`KeyGroupedFork::release`] lets the writer give a key group
+//! back as soon as it is written, so later writes to it do not copy.
+//!
+//! Handles to registered states are `Rc<RefCell<..>>`, so the backend and its handles are
+//! `!Send` by construction: keyed state belongs to the executor that runs the subtask and
+//! never crosses cores. Only a fork crosses, frozen.
 //!
 //! A key group outside the subtask's range is a partitioning bug, not an operating error:
 //! every access asserts it, in release builds too, with a message naming the key group
@@ -16,6 +25,7 @@ use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
@@ -23,15 +33,35 @@ use crate::error::StateError;
 use crate::key_group::{assign_to_key_group, check_parallelism, KeyGroupRange};
 
 /// Keyed state storage for one subtask, partitioned by key group: one hash map per owned
-/// key group, at index `key_group - range.start`.
+/// key group, at index `key_group - range.start`, each behind an `Arc` so that
+/// [`fork`](Self::fork) can share it (copy-on-write).
 ///
 /// The caller passes each key's key group (computed once per record by the partitioner
 /// with [`assign_to_key_group`]); the map trusts it and does not rehash the key.
-#[derive(Debug, Clone)]
+///
+/// Reads never copy. A mutation ([`get_mut`](Self::get_mut), [`insert`](Self::insert),
+/// [`remove`](Self::remove), [`entry`](Self::entry)) of a key group that a live fork (or
+/// a clone of this map) still shares first copies that key group's map, which is why the
+/// mutating methods need `K: Clone, V: Clone`; a `get_mut` or `remove` of an absent key
+/// does not copy, and [`clear`](Self::clear) never copies.
+///
+/// `Clone` is O(key groups) and needs no `Clone` bounds: the clone shares every key
+/// group's map with the original until one of them writes it.
+#[derive(Debug)]
 pub struct KeyGroupedMap<K, V> {
     range: KeyGroupRange,
     max_parallelism: u32,
-    groups: Vec<FxHashMap<K, V>>,
+    groups: Vec<Arc<FxHashMap<K, V>>>,
+}
+
+impl<K, V> Clone for KeyGroupedMap<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            range: self.range,
+            max_parallelism: self.max_parallelism,
+            groups: self.groups.clone(),
+        }
+    }
 }
 
 impl<K: Hash + Eq, V> KeyGroupedMap<K, V> {
@@ -41,7 +71,34 @@ impl<K: Hash + Eq, V> KeyGroupedMap<K, V> {
     /// `range` reaches past `max_parallelism - 1`.
     pub fn new(range: KeyGroupRange, max_parallelism: u32) -> Self {
         assert_range_fits(range, max_parallelism);
-        let groups = range.iter().map(|_| FxHashMap::default()).collect();
+        let groups = range.iter().map(|_| Arc::default()).collect();
+        Self {
+            range,
+            max_parallelism,
+            groups,
+        }
+    }
+
+    /// A map for the key groups in `range` from one hash map per key group, in key group
+    /// order (`groups[i]` holds key group `range.start + i`). For restores, which can
+    /// presize each key group's map from a snapshot's index; needs no `Clone` bounds.
+    ///
+    /// Panics under the conditions of [`Self::new`], or if there is not exactly one map
+    /// per key group of `range`. The maps' keys are trusted to be in their key groups.
+    pub fn from_key_groups(
+        range: KeyGroupRange,
+        max_parallelism: u32,
+        groups: impl IntoIterator<Item = FxHashMap<K, V>>,
+    ) -> Self {
+        assert_range_fits(range, max_parallelism);
+        let groups: Vec<Arc<FxHashMap<K, V>>> = groups.into_iter().map(Arc::new).collect();
+        assert_eq!(
+            groups.len(),
+            range.len() as usize,
+            "{} key group maps for the {} key groups of {range}",
+            groups.len(),
+            range.len()
+        );
         Self {
             range,
             max_parallelism,
@@ -64,29 +121,9 @@ impl<K: Hash + Eq, V> KeyGroupedMap<K, V> {
         self.group(key_group).get(key)
     }
 
-    /// The value of `key` in `key_group`, mutably.
-    pub fn get_mut(&mut self, key_group: u32, key: &K) -> Option<&mut V> {
-        self.group_mut(key_group).get_mut(key)
-    }
-
     /// Whether `key` has a value in `key_group`.
     pub fn contains_key(&self, key_group: u32, key: &K) -> bool {
         self.group(key_group).contains_key(key)
-    }
-
-    /// Sets the value of `key` in `key_group`, returning the previous value.
-    pub fn insert(&mut self, key_group: u32, key: K, value: V) -> Option<V> {
-        self.group_mut(key_group).insert(key, value)
-    }
-
-    /// Removes `key` from `key_group`, returning its value.
-    pub fn remove(&mut self, key_group: u32, key: &K) -> Option<V> {
-        self.group_mut(key_group).remove(key)
-    }
-
-    /// The entry of `key` in `key_group`, for in-place insert-or-update.
-    pub fn entry(&mut self, key_group: u32, key: K) -> Entry<'_, K, V> {
-        self.group_mut(key_group).entry(key)
     }
 
     /// The number of entries over all key groups. Walks the key groups: O(range length).
@@ -124,9 +161,27 @@ impl<K: Hash + Eq, V> KeyGroupedMap<K, V> {
             })
     }
 
-    /// Removes every entry, keeping the key groups' allocations.
-    pub fn clear(&mut self) {
-        self.groups.iter_mut().for_each(FxHashMap::clear);
+    /// A frozen view of every key group as it is now, for a writer thread: the
+    /// synchronous part of a checkpoint. O(key groups): it shares each key group's map
+    /// (one reference-count increment each) and copies no entry. Mutations of this map
+    /// afterwards do not show in the fork; the first one to a key group the fork still
+    /// holds copies that key group's map.
+    pub fn fork(&self) -> KeyGroupedFork<K, V> {
+        let mut len = 0;
+        let groups = self
+            .groups
+            .iter()
+            .map(|group| {
+                len += group.len();
+                Some(Arc::clone(group))
+            })
+            .collect();
+        KeyGroupedFork {
+            range: self.range,
+            max_parallelism: self.max_parallelism,
+            len,
+            groups,
+        }
     }
 
     fn index(&self, key_group: u32) -> usize {
@@ -143,9 +198,157 @@ impl<K: Hash + Eq, V> KeyGroupedMap<K, V> {
         &self.groups[index]
     }
 
-    fn group_mut(&mut self, key_group: u32) -> &mut FxHashMap<K, V> {
+    /// The `Arc` of `key_group`'s map, not yet made unique.
+    fn shared_group(&mut self, key_group: u32) -> &mut Arc<FxHashMap<K, V>> {
         let index = self.index(key_group);
         &mut self.groups[index]
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> KeyGroupedMap<K, V> {
+    /// The value of `key` in `key_group`, mutably. Copies the key group's map if a fork
+    /// shares it and `key` is present.
+    pub fn get_mut(&mut self, key_group: u32, key: &K) -> Option<&mut V> {
+        let group = self.shared_group(key_group);
+        if is_shared(group) && !group.contains_key(key) {
+            return None;
+        }
+        Arc::make_mut(group).get_mut(key)
+    }
+
+    /// Sets the value of `key` in `key_group`, returning the previous value. Copies the
+    /// key group's map if a fork shares it.
+    pub fn insert(&mut self, key_group: u32, key: K, value: V) -> Option<V> {
+        self.group_mut(key_group).insert(key, value)
+    }
+
+    /// Removes `key` from `key_group`, returning its value. Copies the key group's map if
+    /// a fork shares it and `key` is present.
+    pub fn remove(&mut self, key_group: u32, key: &K) -> Option<V> {
+        let group = self.shared_group(key_group);
+        if is_shared(group) && !group.contains_key(key) {
+            return None;
+        }
+        Arc::make_mut(group).remove(key)
+    }
+
+    /// The entry of `key` in `key_group`, for in-place insert-or-update. Copies the key
+    /// group's map if a fork shares it.
+    pub fn entry(&mut self, key_group: u32, key: K) -> Entry<'_, K, V> {
+        self.group_mut(key_group).entry(key)
+    }
+
+    /// Removes every entry, keeping the allocations of the key groups no fork shares;
+    /// a shared key group gets a new empty map (nothing is copied).
+    pub fn clear(&mut self) {
+        for group in &mut self.groups {
+            if group.is_empty() {
+                continue;
+            }
+            match Arc::get_mut(group) {
+                Some(group) => group.clear(),
+                None => *group = Arc::default(),
+            }
+        }
+    }
+
+    fn group_mut(&mut self, key_group: u32) -> &mut FxHashMap<K, V> {
+        Arc::make_mut(self.shared_group(key_group))
+    }
+}
+
+/// Whether another `Arc` (a fork's, a clone's) holds this key group's map, so that
+/// writing it would copy it.
+fn is_shared<T>(group: &mut Arc<T>) -> bool {
+    Arc::get_mut(group).is_none()
+}
+
+/// A frozen view of a [`KeyGroupedMap`] at the moment of [`KeyGroupedMap::fork`]: what a
+/// checkpoint writes. It shares the key groups' maps with the map (and copies none);
+/// `Send` when `K` and `V` are `Send + Sync`, so it can go to a writer thread.
+///
+/// [`release`](Self::release) drops the fork's share of one key group once it is written,
+/// so the task's next write to that key group does not copy it. A released key group is
+/// gone from the fork: reading it ([`key_group`](Self::key_group),
+/// [`key_group_len`](Self::key_group_len)) panics, as reading a key group outside the
+/// range does; [`len`](Self::len) still counts it.
+#[derive(Debug)]
+pub struct KeyGroupedFork<K, V> {
+    range: KeyGroupRange,
+    max_parallelism: u32,
+    /// Entries over all key groups at the fork, released ones included.
+    len: usize,
+    /// `None` once released.
+    groups: Vec<Option<Arc<FxHashMap<K, V>>>>,
+}
+
+impl<K, V> KeyGroupedFork<K, V> {
+    /// The key groups of the forked map.
+    pub fn key_group_range(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    /// The total number of key groups of the job's keyed state.
+    pub fn max_parallelism(&self) -> u32 {
+        self.max_parallelism
+    }
+
+    /// The number of entries over all key groups at the time of the fork (released key
+    /// groups included). O(1).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the map was empty at the time of the fork.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The number of entries in one key group.
+    ///
+    /// Panics if `key_group` is outside the range or released.
+    pub fn key_group_len(&self, key_group: u32) -> usize {
+        self.group(key_group).len()
+    }
+
+    /// One key group's entries, in unspecified order.
+    ///
+    /// Panics if `key_group` is outside the range or released.
+    pub fn key_group(&self, key_group: u32) -> impl Iterator<Item = (&K, &V)> {
+        self.group(key_group).iter()
+    }
+
+    /// Whether [`release`](Self::release) has dropped `key_group`.
+    ///
+    /// Panics if `key_group` is outside the range.
+    pub fn is_released(&self, key_group: u32) -> bool {
+        self.groups[self.index(key_group)].is_none()
+    }
+
+    /// Drops the fork's share of `key_group` (typically right after its section is
+    /// written), so the map's next write to that key group does not copy it. Releasing a
+    /// released key group does nothing.
+    ///
+    /// Panics if `key_group` is outside the range.
+    pub fn release(&mut self, key_group: u32) {
+        let index = self.index(key_group);
+        self.groups[index] = None;
+    }
+
+    fn index(&self, key_group: u32) -> usize {
+        assert!(
+            self.range.contains(key_group),
+            "key group {key_group} is outside the forked key group range {}",
+            self.range
+        );
+        (key_group - self.range.start) as usize
+    }
+
+    fn group(&self, key_group: u32) -> &FxHashMap<K, V> {
+        match &self.groups[self.index(key_group)] {
+            Some(group) => group,
+            None => panic!("key group {key_group} of this fork was released and cannot be read"),
+        }
     }
 }
 
@@ -343,6 +546,198 @@ mod tests {
         assert_eq!(backend.key_group_of(&key), assign_to_key_group(&key, 128));
     }
 
+    /// Pointers to each key group's map, to tell a shared map from a copy.
+    fn group_ptrs<K, V>(map: &KeyGroupedMap<K, V>) -> Vec<*const FxHashMap<K, V>> {
+        map.groups.iter().map(Arc::as_ptr).collect()
+    }
+
+    #[test]
+    fn fork_is_frozen_and_shares_unmutated_key_groups() {
+        let range = KeyGroupRange::new(10, 13);
+        let mut map = KeyGroupedMap::<String, u64>::new(range, 16);
+        map.insert(10, "a".into(), 1);
+        map.insert(11, "b".into(), 2);
+        map.insert(12, "c".into(), 3);
+        let before = group_ptrs(&map);
+
+        let fork = map.fork();
+        assert_eq!(fork.key_group_range(), range);
+        assert_eq!(fork.max_parallelism(), 16);
+        assert_eq!(fork.len(), 3);
+        // Forking copies nothing: the fork holds the map's own key group maps.
+        for (index, group) in map.groups.iter().enumerate() {
+            assert!(Arc::ptr_eq(group, fork.groups[index].as_ref().unwrap()));
+            assert_eq!(Arc::strong_count(group), 2);
+        }
+
+        // Mutations of the map do not show in the fork.
+        map.insert(10, "a".into(), 100);
+        *map.get_mut(11, &"b".into()).unwrap() += 1;
+        *map.entry(13, "d".into()).or_insert(0) += 4;
+        assert_eq!(map.get(10, &"a".into()), Some(&100));
+        assert_eq!(map.get(11, &"b".into()), Some(&3));
+        let in_fork = |kg: u32| {
+            let mut entries: Vec<(String, u64)> =
+                fork.key_group(kg).map(|(k, v)| (k.clone(), *v)).collect();
+            entries.sort();
+            entries
+        };
+        assert_eq!(in_fork(10), [("a".to_owned(), 1)]);
+        assert_eq!(in_fork(11), [("b".to_owned(), 2)]);
+        assert_eq!(in_fork(12), [("c".to_owned(), 3)]);
+        assert_eq!(in_fork(13), []);
+        assert_eq!(fork.key_group_len(13), 0);
+        assert_eq!(fork.len(), 3);
+
+        // Exactly the mutated key groups were copied; key group 12 is still shared.
+        let after = group_ptrs(&map);
+        assert_ne!(after[0], before[0]);
+        assert_ne!(after[1], before[1]);
+        assert_eq!(after[2], before[2]);
+        assert_ne!(after[3], before[3]);
+        assert!(Arc::ptr_eq(
+            &map.groups[2],
+            fork.groups[2].as_ref().unwrap()
+        ));
+        assert_eq!(Arc::strong_count(&map.groups[2]), 2);
+        assert_eq!(Arc::strong_count(&map.groups[0]), 1);
+
+        // A miss through get_mut or remove copies nothing.
+        assert_eq!(map.get_mut(12, &"zz".into()), None);
+        assert_eq!(map.remove(12, &"zz".into()), None);
+        assert_eq!(group_ptrs(&map)[2], before[2]);
+
+        // Dropping the fork leaves the map the only owner of every key group.
+        drop(fork);
+        assert!(map.groups.iter().all(|group| Arc::strong_count(group) == 1));
+    }
+
+    #[test]
+    fn a_released_key_group_is_not_copied_on_write() {
+        let range = KeyGroupRange::new(0, 1);
+        let mut map = KeyGroupedMap::<u64, u64>::new(range, 2);
+        map.insert(0, 1, 1);
+        map.insert(1, 2, 2);
+        let mut fork = map.fork();
+        let before = group_ptrs(&map);
+
+        assert!(!fork.is_released(0));
+        fork.release(0);
+        fork.release(0); // Releasing twice is fine.
+        assert!(fork.is_released(0));
+        assert_eq!(Arc::strong_count(&map.groups[0]), 1);
+        map.insert(0, 3, 3);
+        *map.get_mut(0, &1).unwrap() = 10;
+        map.remove(0, &1);
+        assert_eq!(
+            group_ptrs(&map)[0],
+            before[0],
+            "a released key group was copied"
+        );
+        // The unreleased one still copies on write and stays frozen in the fork.
+        map.insert(1, 4, 4);
+        assert_ne!(group_ptrs(&map)[1], before[1]);
+        assert_eq!(fork.key_group(1).collect::<Vec<_>>(), [(&2, &2)]);
+        assert_eq!(fork.len(), 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "key group 0 of this fork was released and cannot be read")]
+    fn reading_a_released_key_group_panics() {
+        let map = KeyGroupedMap::<u64, u64>::new(KeyGroupRange::new(0, 1), 2);
+        let mut fork = map.fork();
+        fork.release(0);
+        let _ = fork.key_group(0).count();
+    }
+
+    #[test]
+    #[should_panic(expected = "key group 2 is outside the forked key group range [0, 1]")]
+    fn a_fork_rejects_key_groups_outside_its_range() {
+        let map = KeyGroupedMap::<u64, u64>::new(KeyGroupRange::new(0, 1), 4);
+        map.fork().key_group_len(2);
+    }
+
+    #[test]
+    fn clear_replaces_shared_key_groups_without_copying() {
+        let range = KeyGroupRange::new(0, 2);
+        let mut map = KeyGroupedMap::<u64, u64>::new(range, 3);
+        map.insert(0, 1, 1);
+        map.insert(1, 2, 2);
+        let mut fork = map.fork();
+        fork.release(1);
+        let before = group_ptrs(&map);
+        map.clear();
+        assert!(map.is_empty());
+        let after = group_ptrs(&map);
+        // Key group 0 is shared: replaced by a fresh empty map; the fork keeps its entry.
+        assert_ne!(after[0], before[0]);
+        assert_eq!(fork.key_group(0).collect::<Vec<_>>(), [(&1, &1)]);
+        // Key group 1 was released: cleared in place. Key group 2 is shared but empty:
+        // left alone.
+        assert_eq!(after[1], before[1]);
+        assert_eq!(after[2], before[2]);
+        assert!(map.groups.iter().all(|group| group.is_empty()));
+    }
+
+    #[test]
+    fn clone_shares_key_groups_until_written() {
+        #[derive(Debug, PartialEq)]
+        struct NotClone(u64);
+        let mut map = KeyGroupedMap::<u64, NotClone>::from_key_groups(
+            KeyGroupRange::new(0, 1),
+            2,
+            [
+                FxHashMap::from_iter([(1, NotClone(1))]),
+                FxHashMap::default(),
+            ],
+        );
+        // Clone needs no `Clone` bounds on the entries.
+        let copy = map.clone();
+        assert_eq!(copy.get(0, &1), Some(&NotClone(1)));
+        assert_eq!(group_ptrs(&copy), group_ptrs(&map));
+        assert_eq!(format!("{:?}", map.fork().len()), "1");
+        // Without the clone, nothing is shared and the map can be read as before.
+        drop(copy);
+        assert_eq!(map.len(), 1);
+        map.groups.iter_mut().for_each(|g| assert!(!is_shared(g)));
+    }
+
+    #[test]
+    #[should_panic(expected = "1 key group maps for the 2 key groups of [0, 1]")]
+    fn from_key_groups_needs_one_map_per_key_group() {
+        KeyGroupedMap::<u64, u64>::from_key_groups(
+            KeyGroupRange::new(0, 1),
+            2,
+            [FxHashMap::default()],
+        );
+    }
+
+    #[test]
+    fn a_fork_can_go_to_a_writer_thread() {
+        fn send<T: Send>() {}
+        send::<KeyGroupedFork<String, u64>>();
+        send::<KeyGroupedFork<u64, Vec<(u64, String)>>>();
+
+        let mut map = KeyGroupedMap::<u64, String>::new(KeyGroupRange::new(0, 3), 4);
+        for key in 0..100u64 {
+            map.insert((key % 4) as u32, key, key.to_string());
+        }
+        let mut fork = map.fork();
+        let writer = std::thread::spawn(move || {
+            let mut seen = 0;
+            for kg in fork.key_group_range() {
+                seen += fork.key_group(kg).count();
+                fork.release(kg);
+            }
+            seen
+        });
+        for key in 0..100u64 {
+            map.insert((key % 4) as u32, key, String::new());
+        }
+        assert_eq!(writer.join().unwrap(), 100);
+        assert!(map.key_group(0).all(|(_, v)| v.is_empty()));
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Insert(usize, i64),
@@ -350,16 +745,51 @@ mod tests {
         Get(usize),
         AddViaGetMut(usize, i64),
         AddViaEntry(usize, i64),
+        /// Fork the map; the fork must keep showing the model as it is now.
+        Fork,
+        /// Release the key group of a key in the latest fork.
+        Release(usize),
+        Clear,
     }
 
     fn op(keys: usize) -> impl Strategy<Value = Op> {
         prop_oneof![
-            (0..keys, any::<i64>()).prop_map(|(k, v)| Op::Insert(k, v)),
-            (0..keys).prop_map(Op::Remove),
-            (0..keys).prop_map(Op::Get),
-            (0..keys, -100i64..100).prop_map(|(k, d)| Op::AddViaGetMut(k, d)),
-            (0..keys, -100i64..100).prop_map(|(k, d)| Op::AddViaEntry(k, d)),
+            4 => (0..keys, any::<i64>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            4 => (0..keys).prop_map(Op::Remove),
+            4 => (0..keys).prop_map(Op::Get),
+            4 => (0..keys, -100i64..100).prop_map(|(k, d)| Op::AddViaGetMut(k, d)),
+            4 => (0..keys, -100i64..100).prop_map(|(k, d)| Op::AddViaEntry(k, d)),
+            1 => Just(Op::Fork),
+            2 => (0..keys).prop_map(Op::Release),
+            1 => Just(Op::Clear),
         ]
+    }
+
+    /// Checks a fork against the model of the map at the time of the fork, key group by
+    /// key group, skipping released key groups.
+    fn check_fork(
+        fork: &KeyGroupedFork<u64, i64>,
+        model: &HashMap<u64, i64>,
+        kg: impl Fn(u64) -> u32,
+    ) -> Result<(), TestCaseError> {
+        prop_assert_eq!(fork.len(), model.len());
+        prop_assert_eq!(fork.is_empty(), model.is_empty());
+        for group in fork.key_group_range() {
+            if fork.is_released(group) {
+                continue;
+            }
+            let mut ours: Vec<(u64, i64)> = fork.key_group(group).map(|(k, v)| (*k, *v)).collect();
+            ours.sort_unstable();
+            let mut want: Vec<(u64, i64)> = model
+                .iter()
+                .filter(|(k, _)| kg(**k) == group)
+                .map(|(k, v)| (*k, *v))
+                .collect();
+            want.sort_unstable();
+            prop_assert_eq!(fork.key_group_len(group), want.len());
+            prop_assert_eq!(ours, want);
+        }
+        Ok(())
     }
 
     /// A subtask (max parallelism, parallelism, index) and a pool of keys it owns.
@@ -390,6 +820,7 @@ mod tests {
             let kg = |key: u64| assign_to_key_group(&key, max_p);
             let mut map = KeyGroupedMap::<u64, i64>::new(range, max_p);
             let mut model = HashMap::<u64, i64>::new();
+            let mut forks: Vec<(KeyGroupedFork<u64, i64>, HashMap<u64, i64>)> = Vec::new();
 
             for op in ops {
                 match op {
@@ -420,6 +851,16 @@ mod tests {
                         *theirs = theirs.wrapping_add(d);
                         prop_assert_eq!(*ours, *theirs);
                     }
+                    Op::Fork => forks.push((map.fork(), model.clone())),
+                    Op::Release(k) => {
+                        if let Some((fork, _)) = forks.last_mut() {
+                            fork.release(kg(keys[k]));
+                        }
+                    }
+                    Op::Clear => {
+                        map.clear();
+                        model.clear();
+                    }
                 }
                 prop_assert_eq!(map.len(), model.len());
                 prop_assert_eq!(map.is_empty(), model.is_empty());
@@ -441,6 +882,14 @@ mod tests {
                 prop_assert_eq!(map.key_group_len(group), want.len());
                 prop_assert_eq!(in_group, want);
             }
+
+            // Every fork still shows the map as it was when forked.
+            for (fork, then) in &forks {
+                check_fork(fork, then, kg)?;
+            }
+            // Once every fork is gone, no key group is shared any more.
+            drop(forks);
+            prop_assert!(map.groups.iter().all(|group| Arc::strong_count(group) == 1));
         }
     }
 }

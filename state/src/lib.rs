@@ -8,8 +8,11 @@
 //! - [`keyed`]: per-key-group hash maps and the registry of named states of one subtask.
 //! - [`snapshot`]: the snapshot file format (per key group rkyv sections, an offset index
 //!   and checksums), its writer, and its memory-mapped, validating reader and restore.
+//! - [`checkpoint`]: the on-disk layout of a job's checkpoints (`chk-<id>` directories,
+//!   the `_metadata` file), verification, subsuming and `inspect` reports.
 //! - [`error`]: the typed errors of this crate.
 
+pub mod checkpoint;
 pub mod error;
 pub mod key_group;
 pub mod keyed;
@@ -17,5 +20,6 @@ pub mod snapshot;
 
 pub use error::{SnapshotError, StateError};
 pub use key_group::KeyGroupRange;
-pub use keyed::{KeyGroupedMap, KeyedStateBackend, ValueState};
+pub use keyed::{KeyGroupedFork, KeyGroupedMap, KeyedStateBackend, ValueState};
+pub use snapshot::writer::{Encoded, EncodedSnapshotWriter};
 pub use snapshot::{SnapshotFile, SnapshotMeta, SnapshotWriter};

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use rheon::jobs::{throughput, wordcount};
 use rheon::nexmark::{self, GeneratorConfig, Query};
-use rheon::{EngineConfig, StreamEnv};
+use rheon::{CheckpointConfig, CheckpointingMode, EngineConfig, RestartStrategy, StreamEnv};
 
 #[derive(Parser)]
 #[command(
@@ -114,6 +114,50 @@ enum Command {
         #[command(flatten)]
         engine: EngineArgs,
     },
+    /// Sums generated events per key in 500 ms event-time windows and writes
+    /// `key window-start sum` lines exactly once into part files in --output;
+    /// with --checkpoint-dir it checkpoints, recovers from failures, and
+    /// (--restore) continues after the whole process died, at any parallelism.
+    Windows {
+        /// Events to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        /// Total events per second; default unlimited.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Directory of the committed part files.
+        #[arg(long)]
+        output: PathBuf,
+        /// Where checkpoints go (`chk-N` directories); enables checkpoints.
+        #[arg(long)]
+        checkpoint_dir: Option<PathBuf>,
+        /// Milliseconds between checkpoints.
+        #[arg(long, default_value_t = 1000)]
+        checkpoint_interval_ms: u64,
+        /// Checkpoint mode: exactly-once (aligned), at-least-once, unaligned.
+        #[arg(long, default_value = "exactly-once")]
+        checkpoint_mode: String,
+        /// Restore from this checkpoint, or the newest valid one under this root.
+        #[arg(long)]
+        restore: Option<PathBuf>,
+        /// none, fixed:ATTEMPTS:DELAY_MS, exponential:INITIAL_MS:MAX_MS,
+        /// failure-rate:MAX:INTERVAL_MS:DELAY_MS (default with checkpoints:
+        /// fixed delay, 1 s, unlimited).
+        #[arg(long)]
+        restart: Option<String>,
+        /// Completed checkpoints kept.
+        #[arg(long, default_value_t = 2)]
+        retained: usize,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// Checkpoint tools: `rheon checkpoint inspect DIR`.
+    Checkpoint {
+        /// `inspect`.
+        action: String,
+        /// A checkpoint directory (`chk-N`, `savepoint-N`) or a root holding them.
+        dir: PathBuf,
+    },
     /// Writes a deterministic text file of about SIZE bytes (accepts K, M, G
     /// suffixes) for word count.
     GenerateText {
@@ -146,6 +190,41 @@ fn parse_size(text: &str) -> Result<u64> {
 
 fn run() -> Result<()> {
     match Cli::parse().command {
+        Command::Windows {
+            records,
+            rate,
+            output,
+            checkpoint_dir,
+            checkpoint_interval_ms,
+            checkpoint_mode,
+            restore,
+            restart,
+            retained,
+            engine,
+        } => run_windows(
+            records,
+            rate,
+            &output,
+            checkpoint_dir,
+            checkpoint_interval_ms,
+            &checkpoint_mode,
+            restore,
+            restart,
+            retained,
+            &engine,
+        ),
+        Command::Checkpoint { action, dir } => {
+            if action != "inspect" {
+                bail!("unknown checkpoint action '{action}': expected 'inspect'");
+            }
+            let report = rheon_state::checkpoint::inspect_checkpoint(&dir)
+                .with_context(|| format!("cannot inspect {}", dir.display()))?;
+            print!("{report}");
+            if !report.is_ok() {
+                bail!("checkpoint {} is damaged (see above)", dir.display());
+            }
+            Ok(())
+        }
         Command::Wordcount {
             file,
             generate,
@@ -372,6 +451,63 @@ fn run_nexmark(
     if let Some(path) = &output {
         println!("rows written to {}", path.display());
     }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_windows(
+    records: u64,
+    rate: Option<f64>,
+    output: &std::path::Path,
+    checkpoint_dir: Option<PathBuf>,
+    interval_ms: u64,
+    mode: &str,
+    restore: Option<PathBuf>,
+    restart: Option<String>,
+    retained: usize,
+    engine: &EngineArgs,
+) -> Result<()> {
+    let mut config = engine.config();
+    if let Some(dir) = checkpoint_dir {
+        let mut c = CheckpointConfig::every(Duration::from_millis(interval_ms.max(1)), dir);
+        match mode {
+            "exactly-once" => {}
+            "at-least-once" => c.mode = CheckpointingMode::AtLeastOnce,
+            "unaligned" => c.unaligned = true,
+            other => bail!(
+                "--checkpoint-mode '{other}' is not one of exactly-once, at-least-once, unaligned"
+            ),
+        }
+        if let Some(text) = &restart {
+            c.restart = RestartStrategy::parse(text).map_err(anyhow::Error::msg)?;
+        }
+        c.retained = retained.max(1);
+        config.checkpoint = c;
+    } else if restart.is_some() {
+        bail!("--restart needs --checkpoint-dir");
+    }
+    config.checkpoint.restore_from = restore;
+    let env = StreamEnv::new(config);
+    rheon::jobs::windowed_sums::build(&env, records, rate, output, |_| {});
+    let outcome = env.execute("windows")?;
+    let secs = outcome.elapsed.as_secs_f64();
+    println!(
+        "events: {records}, elapsed: {secs:.2} s, checkpoints completed: {}, restarts: {}",
+        outcome.checkpoints.len(),
+        outcome.restarts
+    );
+    if let Some(last) = outcome.checkpoints.last() {
+        println!(
+            "last checkpoint: {} ({} bytes, sync pause max {:?}, took {:?})",
+            last.directory.display(),
+            last.bytes,
+            last.sync_max,
+            last.duration
+        );
+    }
+    let lines = rheon::jobs::windowed_sums::committed_lines(output)
+        .with_context(|| format!("cannot read {}", output.display()))?;
+    println!("committed rows: {} in {}", lines.len(), output.display());
     Ok(())
 }
 

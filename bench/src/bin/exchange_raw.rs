@@ -72,6 +72,7 @@ fn exchange_once<const PAD: usize>(records: u64, spin: Duration) -> anyhow::Resu
     let config = ChannelConfig::default();
     let manager = ConnectionManager::new(config.clone());
     let id = ChannelId {
+        attempt: 0,
         edge: 0,
         producer: 0,
         consumer: 0,

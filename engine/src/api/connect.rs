@@ -22,6 +22,7 @@ use crate::graph::stream_graph::Data;
 use crate::runtime::collector::Emitter;
 use crate::runtime::timers::TimeDomain;
 use crate::runtime::window::{TimeWindow, WindowAssigner};
+use rheon_net::codec::Codec;
 
 /// Two streams whose records one operator consumes together.
 pub struct ConnectedStreams<A, B> {
@@ -89,7 +90,7 @@ impl<A: Data, B: Data> ConnectedStreams<A, B> {
 /// A keyed co-process function: one value state per key shared by both
 /// inputs, and timers (`KeyedStream::connect(..).process`).
 pub trait KeyedCoProcessFunction<K, A, B, O>: Clone + Send + Sync + 'static {
-    type State: 'static;
+    type State: Clone + 'static;
     fn process_element1(
         &mut self,
         key: &K,
@@ -251,9 +252,9 @@ pub struct KeyedJoin<K, A, B> {
 
 impl<K, A, B> KeyedJoin<K, A, B>
 where
-    K: Hash + Eq + Clone + Send + 'static,
-    A: Data,
-    B: Data,
+    K: Hash + Eq + Clone + Codec + Send + Sync + 'static,
+    A: Data + Sync,
+    B: Data + Sync,
 {
     /// Joins within the event-time windows of `assigner`, with the time of
     /// each input's records.
@@ -286,9 +287,9 @@ pub struct WindowJoin<K, A, B> {
 
 impl<K, A, B> WindowJoin<K, A, B>
 where
-    K: Hash + Eq + Clone + Send + 'static,
-    A: Data,
-    B: Data,
+    K: Hash + Eq + Clone + Codec + Send + Sync + 'static,
+    A: Data + Sync,
+    B: Data + Sync,
 {
     /// Emits `f(a, b)` for every pair of records of a key in a window (an
     /// inner join), when the window fires.
@@ -403,6 +404,7 @@ where
 }
 
 /// The records of one key waiting for matches, by time.
+#[derive(Clone)]
 pub struct IntervalBuffers<A, B> {
     left: BTreeMap<i64, Vec<A>>,
     right: BTreeMap<i64, Vec<B>>,
@@ -443,8 +445,8 @@ fn buffers<'s, A, B>(
 impl<K, A, B, O, F> KeyedCoProcessFunction<K, A, B, O> for IntervalJoinFn<A, B, F>
 where
     K: Hash + Eq + Clone,
-    A: Send + 'static,
-    B: Send + 'static,
+    A: Clone + Send + 'static,
+    B: Clone + Send + 'static,
     F: Fn(&A, &B, &mut Emitter<'_, O>) + Clone + Send + Sync + 'static,
 {
     type State = IntervalBuffers<A, B>;

@@ -2,6 +2,9 @@
 //! `DataStream`s it hands out, every operator; `execute` turns the recording
 //! into a job graph and runs it on an embedded cluster.
 
+use rheon_state::checkpoint::latest_valid;
+
+use crate::checkpoint::state::RestoreSnapshot;
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -72,8 +75,7 @@ impl StreamEnv {
         let items = Arc::new(items);
         self.add_source("Collection source", move || CollectionSource {
             items: items.clone(),
-            next: 0,
-            step: 1,
+            splits: Vec::new(),
         })
         .set_parallelism(1)
     }
@@ -111,8 +113,7 @@ impl StreamEnv {
         self.add_source("Generator", move || GeneratorSource {
             f: f.clone(),
             count,
-            next: 0,
-            step: 1,
+            splits: Vec::new(),
             rate_per_second: rate,
             interval: Duration::ZERO,
             start: None,
@@ -139,17 +140,85 @@ impl StreamEnv {
     /// Runs the job on an embedded cluster of `config.executors` pinned
     /// executors and waits for it to end.
     pub fn execute(&self, name: &str) -> Result<JobOutcome, JobError> {
-        let graph = self.job_graph(name)?;
+        self.execute_detached(name)?.wait()
+    }
+
+    /// Starts the job on an embedded cluster and returns at once: the handle
+    /// takes savepoints and waits for the outcome. With
+    /// `config.checkpoint.restore_from` set, the job starts from the newest
+    /// valid checkpoint there (older retained ones are the fallback), at
+    /// this environment's parallelism.
+    pub fn execute_detached(&self, name: &str) -> Result<JobHandle, JobError> {
+        let mut config = self.config.clone();
+        let restore = match &config.checkpoint.restore_from {
+            None => None,
+            Some(path) => {
+                let (directory, metadata, skipped) =
+                    latest_valid(path).map_err(|e| JobError::Restore {
+                        job: name.to_string(),
+                        message: e.to_string(),
+                    })?;
+                for (path, why) in skipped {
+                    eprintln!("rheon: skipping checkpoint {}: {why}", path.display());
+                }
+                // Key groups are fixed at the job's first run.
+                if config.max_parallelism.is_none() {
+                    config.max_parallelism = Some(metadata.max_parallelism);
+                }
+                Some(Arc::new(RestoreSnapshot {
+                    directory,
+                    metadata,
+                }))
+            }
+        };
+        let graph = JobGraph::build(name, self.graph.borrow().clone(), &config)?;
         let slots_needed = graph.slots_needed();
-        let executors = self.config.executors.max(1) as u32;
-        let slots = self
-            .config
+        let executors = config.executors.max(1) as u32;
+        let slots = config
             .slots_per_executor
             .unwrap_or(slots_needed.div_ceil(executors))
             .max(1);
-        let cluster = EmbeddedCluster::start(&self.config, slots)?;
-        let outcome = cluster.run_job(graph);
-        cluster.shutdown();
+        let cluster = EmbeddedCluster::start(&config, slots)?;
+        let ((job, name), outcome) = cluster.submit(graph, restore);
+        Ok(JobHandle {
+            cluster: Some(cluster),
+            job,
+            name,
+            outcome,
+        })
+    }
+}
+
+/// A job started with [`StreamEnv::execute_detached`].
+pub struct JobHandle {
+    cluster: Option<EmbeddedCluster>,
+    job: crate::coordinator::messages::JobId,
+    name: String,
+    outcome: async_channel::Receiver<Result<JobOutcome, JobError>>,
+}
+
+impl JobHandle {
+    /// Takes a savepoint (an aligned checkpoint kept apart from the periodic
+    /// ones, in `savepoint-N` under the checkpoint directory) and returns its
+    /// directory once complete.
+    pub fn savepoint(&self) -> Result<PathBuf, String> {
+        self.cluster
+            .as_ref()
+            .expect("the cluster lives until wait")
+            .savepoint(self.job)
+    }
+
+    /// Waits for the job to end and stops its cluster.
+    pub fn wait(mut self) -> Result<JobOutcome, JobError> {
+        let outcome = self.outcome.recv_blocking().unwrap_or_else(|_| {
+            Err(JobError::Startup(format!(
+                "the coordinator stopped before job '{}' ended",
+                self.name
+            )))
+        });
+        if let Some(cluster) = self.cluster.take() {
+            cluster.shutdown();
+        }
         outcome
     }
 }

@@ -12,6 +12,13 @@ use crate::runtime::timers::{now_ms, KeyedTimers, ProcessingTimeService, TimeDom
 /// What an operator instance knows about where it runs.
 #[derive(Clone, Debug)]
 pub struct OperatorContext {
+    /// The operator's id in the job (stable for the same program): what its
+    /// checkpointed state is filed under.
+    pub node: usize,
+    /// The subtask's checkpointed operators (operators with state register).
+    pub(crate) state: crate::checkpoint::state::StateRegistry,
+    /// Whether the job takes checkpoints.
+    pub checkpointing: bool,
     /// Name of the operator.
     pub name: String,
     /// This subtask's index, from 0.
@@ -45,6 +52,21 @@ pub trait SourceFunction<T>: 'static {
         Ok(())
     }
     fn poll_next(&mut self) -> Result<SourcePoll<T>, String>;
+    /// The source's position for a checkpoint, as opaque elements (one per
+    /// split, say) that a restore redistributes round-robin over the new
+    /// subtasks. The default declines: the source cannot be checkpointed.
+    fn snapshot_state(&mut self) -> Result<Vec<Vec<u8>>, String> {
+        Err(
+            "this source does not support checkpoints (it does not implement snapshot_state)"
+                .into(),
+        )
+    }
+    /// Continues from this subtask's share of a checkpoint's elements
+    /// (possibly none: the source then has nothing to read). Called after
+    /// `open`.
+    fn restore_state(&mut self, _elements: Vec<Vec<u8>>) -> Result<(), String> {
+        Err("this source does not support checkpoints (it does not implement restore_state)".into())
+    }
 }
 
 /// A user-written one-input operator (`DataStream::transform`), cloned into
@@ -61,7 +83,7 @@ pub trait OneInputOperator<I, O>: Clone + Send + Sync + 'static {
 /// cloned into every subtask (`KeyedStream::process`).
 pub trait KeyedProcessFunction<K, I, O>: Clone + Send + Sync + 'static {
     /// The per-key value state.
-    type State: 'static;
+    type State: Clone + 'static;
     fn process_element(
         &mut self,
         key: &K,

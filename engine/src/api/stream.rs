@@ -22,7 +22,8 @@ use crate::graph::stream_graph::{
     downcast_collector, type_ops, Data, KeyHashFn, NodeBody, NodeId, OperatorFactory, Partitioning,
     StreamEdge, StreamGraph,
 };
-use crate::runtime::collector::{BoxCollector, Collector, Emitter};
+use crate::runtime::collector::{BoxCollector, Collector, Emitter, Shared};
+use crate::runtime::file_sink::{prepare_directory, ExactlyOnceFileSink};
 use crate::runtime::operators::{
     CollectSink, DiscardSink, Filter, FlatMap, KeyedReduce, KeyedSum, LineSink, Map, Transform,
     TryMap,
@@ -33,6 +34,7 @@ use crate::runtime::window::{
     window_operator, AggregateFn, ProcessFn, TimeWindow, WindowAssigner, WindowFunction,
     WindowOutputs, WindowSpec, WindowTime,
 };
+use rheon_net::codec::Codec;
 
 /// A stream of `T` records: the output of one operator, or the union of several.
 pub struct DataStream<T> {
@@ -94,6 +96,18 @@ impl<T: Data> DataStream<T> {
         }
         drop(graph);
         DataStream::new(self.graph.clone(), id)
+    }
+
+    /// Marks the nodes of this stream as taking part in checkpoints (their
+    /// state, if any, is snapshotted).
+    fn checkpointable(self) -> Self {
+        {
+            let mut graph = self.graph.borrow_mut();
+            for (node, _) in &self.inputs {
+                graph.nodes[*node].checkpointable = true;
+            }
+        }
+        self
     }
 
     fn single_node(&self, what: &str) -> NodeId {
@@ -177,6 +191,7 @@ impl<T: Data> DataStream<T> {
                 })
             }),
         )
+        .checkpointable()
     }
 
     /// A map whose function may fail; an `Err` fails the job naming the operator.
@@ -194,6 +209,7 @@ impl<T: Data> DataStream<T> {
                 })
             }),
         )
+        .checkpointable()
     }
 
     pub fn filter<F>(&self, f: F) -> DataStream<T>
@@ -210,6 +226,7 @@ impl<T: Data> DataStream<T> {
                 })
             }),
         )
+        .checkpointable()
     }
 
     pub fn flat_map<O: Data, I, F>(&self, f: F) -> DataStream<O>
@@ -227,6 +244,7 @@ impl<T: Data> DataStream<T> {
                 })
             }),
         )
+        .checkpointable()
     }
 
     /// A user-written operator, cloned into every subtask.
@@ -260,6 +278,7 @@ impl<T: Data> DataStream<T> {
                 Ok(watermark_assigner(strategy.clone(), ctx, out, location))
             }),
         )
+        .checkpointable()
     }
 
     /// Partitions by key: records with equal keys go to the same subtask (by
@@ -280,9 +299,44 @@ impl<T: Data> DataStream<T> {
         }
     }
 
+    /// Sinks have no state to checkpoint; only the exactly-once file sink
+    /// makes its output transactional.
     fn add_sink(&self, name: &str, factory: OperatorFactory) -> DataStreamSink {
-        let stream: DataStream<()> = self.add_operator(name, factory);
+        let stream: DataStream<()> = self.add_operator(name, factory).checkpointable();
         DataStreamSink { stream }
+    }
+
+    /// Writes one line per record (formatted by `format`) into part files in
+    /// `directory`, exactly once: with checkpoints, lines become visible
+    /// (files `part-*` renamed from hidden `.part-*.inprogress`) only when
+    /// the checkpoint after them completes, or when the job ends well; after
+    /// a failure, nothing written since the last checkpoint ever shows.
+    pub fn sink_to_files<F>(&self, directory: impl Into<PathBuf>, format: F) -> DataStreamSink
+    where
+        F: Fn(&T, &mut String) + Clone + Send + Sync + 'static,
+    {
+        let directory: PathBuf = directory.into();
+        let name = format!("File sink {}", directory.display());
+        self.add_sink(
+            &name,
+            operator_factory::<T, (), _, _>(move |ctx, location, _| {
+                prepare_directory(&directory).map_err(|message| {
+                    Box::new(TaskError::Sink {
+                        location: location.clone(),
+                        message,
+                    })
+                })?;
+                let sink = Rc::new(RefCell::new(ExactlyOnceFileSink::new(
+                    directory.clone(),
+                    format.clone(),
+                    ctx.subtask,
+                    ctx.checkpointing,
+                    location,
+                )));
+                ctx.state.register(ctx.node, &ctx.name, sink.clone());
+                Ok(Shared(sink))
+            }),
+        )
     }
 
     /// Collects every record for the caller; read the handle after `execute`.
@@ -427,47 +481,58 @@ where
     /// Rolling reduce: per key, emits the combination of every record so far.
     pub fn reduce<F>(&self, f: F) -> DataStream<T>
     where
+        K: Codec + Sync,
+        T: Sync,
         F: Fn(T, T) -> T + Clone + Send + Sync + 'static,
     {
         let key_fn = self.key_fn.clone();
-        self.stream.add_operator(
-            "Keyed reduce",
-            operator_factory::<T, T, _, _>(move |ctx, location, out| {
-                let key_fn = key_fn.clone();
-                Ok(KeyedReduce {
-                    key_fn: move |t: &T| key_fn(t),
-                    f: f.clone(),
-                    state: KeyGroupedMap::new(ctx.key_group_range, ctx.max_parallelism),
-                    max_parallelism: ctx.max_parallelism,
-                    out,
-                    location,
-                })
-            }),
-        )
+        self.stream
+            .add_operator(
+                "Keyed reduce",
+                operator_factory::<T, T, _, _>(move |ctx, location, out| {
+                    let key_fn = key_fn.clone();
+                    let op = Rc::new(RefCell::new(KeyedReduce {
+                        key_fn: move |t: &T| key_fn(t),
+                        f: f.clone(),
+                        state: KeyGroupedMap::new(ctx.key_group_range, ctx.max_parallelism),
+                        max_parallelism: ctx.max_parallelism,
+                        out,
+                        location,
+                    }));
+                    ctx.state.register(ctx.node, &ctx.name, op.clone());
+                    Ok(Shared(op))
+                }),
+            )
+            .checkpointable()
     }
 
     /// Rolling sum of `value(record)` per key: emits `(key, sum so far)`.
     pub fn sum<N, VF>(&self, value: VF) -> DataStream<(K, N)>
     where
-        N: Copy + std::ops::Add<Output = N> + Send + 'static,
+        N: Copy + std::ops::Add<Output = N> + Codec + Send + Sync + 'static,
+        K: Codec + Sync,
         (K, N): Data,
         VF: Fn(&T) -> N + Clone + Send + Sync + 'static,
     {
         let key_fn = self.key_fn.clone();
-        self.stream.add_operator(
-            "Keyed sum",
-            operator_factory::<T, (K, N), _, _>(move |ctx, location, out| {
-                let key_fn = key_fn.clone();
-                Ok(KeyedSum {
-                    key_fn: move |t: &T| key_fn(t),
-                    value_fn: value.clone(),
-                    state: KeyGroupedMap::new(ctx.key_group_range, ctx.max_parallelism),
-                    max_parallelism: ctx.max_parallelism,
-                    out,
-                    location,
-                })
-            }),
-        )
+        self.stream
+            .add_operator(
+                "Keyed sum",
+                operator_factory::<T, (K, N), _, _>(move |ctx, location, out| {
+                    let key_fn = key_fn.clone();
+                    let op = Rc::new(RefCell::new(KeyedSum {
+                        key_fn: move |t: &T| key_fn(t),
+                        value_fn: value.clone(),
+                        state: KeyGroupedMap::new(ctx.key_group_range, ctx.max_parallelism),
+                        max_parallelism: ctx.max_parallelism,
+                        out,
+                        location,
+                    }));
+                    ctx.state.register(ctx.node, &ctx.name, op.clone());
+                    Ok(Shared(op))
+                }),
+            )
+            .checkpointable()
     }
 
     /// A keyed process function with per-key value state.
@@ -630,7 +695,8 @@ where
         result: Res,
     ) -> DataStream<O>
     where
-        Acc: 'static,
+        K: Codec + Sync,
+        Acc: Clone + Codec + Send + Sync + 'static,
         O: Data,
         Init: Fn() -> Acc + Clone + Send + Sync + 'static,
         Add: Fn(&mut Acc, &T) + Clone + Send + Sync + 'static,
@@ -658,7 +724,8 @@ where
         result: Res,
     ) -> DataStream<O>
     where
-        Acc: 'static,
+        K: Codec + Sync,
+        Acc: Clone + Codec + Send + Sync + 'static,
         O: Data,
         Init: Fn() -> Acc + Clone + Send + Sync + 'static,
         Add: Fn(&mut Acc, &T) + Clone + Send + Sync + 'static,
@@ -676,6 +743,8 @@ where
     /// Combines each window's records pairwise with `f`; emits the result.
     pub fn reduce<F>(&self, f: F) -> DataStream<T>
     where
+        K: Codec + Sync,
+        T: Sync,
         F: Fn(T, T) -> T + Clone + Send + Sync + 'static,
     {
         let merge_f = f.clone();
@@ -704,6 +773,8 @@ where
     /// arrival order, and emits any number of results.
     pub fn process<O, F>(&self, f: F) -> DataStream<O>
     where
+        K: Codec + Sync,
+        T: Sync,
         O: Data,
         F: Fn(&K, TimeWindow, &[T], &mut Emitter<'_, O>) + Clone + Send + Sync + 'static,
     {
@@ -715,36 +786,44 @@ where
     fn build<O, W, MakeW>(&self, name: &str, make: MakeW) -> DataStream<O>
     where
         O: Data,
+        K: Codec + Sync,
         W: WindowFunction<K, T, O>,
+        W::Acc: Clone + Codec + Send + Sync,
         MakeW: Fn() -> W + Send + Sync + 'static,
     {
         let key_fn = self.keyed.key_fn.clone();
         let spec = self.spec.clone();
         let Some(late) = &self.late else {
-            return self.keyed.stream.add_operator(
-                name,
-                operator_factory::<T, O, _, _>(move |ctx, location, out| {
-                    let key_fn = key_fn.clone();
-                    Ok(window_operator(
-                        move |t: &T| key_fn(t),
-                        &spec,
-                        make(),
-                        WindowOutputs {
-                            result: identity::<O>,
-                            late: None,
-                        },
-                        ctx,
-                        out,
-                        location,
-                    ))
-                }),
-            );
+            return self
+                .keyed
+                .stream
+                .add_operator(
+                    name,
+                    operator_factory::<T, O, _, _>(move |ctx, location, out| {
+                        let key_fn = key_fn.clone();
+                        let op = window_operator(
+                            move |t: &T| key_fn(t),
+                            &spec,
+                            make(),
+                            WindowOutputs {
+                                result: identity::<O>,
+                                late: None,
+                            },
+                            ctx,
+                            out,
+                            location,
+                        );
+                        ctx.state.register(ctx.node, &ctx.name, op.0.clone());
+                        Ok(op)
+                    }),
+                )
+                .checkpointable();
         };
         let both: DataStream<Either<O, T>> = self.keyed.stream.add_operator(
             name,
             operator_factory::<T, Either<O, T>, _, _>(move |ctx, location, out| {
                 let key_fn = key_fn.clone();
-                Ok(window_operator(
+                let op = window_operator(
                     move |t: &T| key_fn(t),
                     &spec,
                     make(),
@@ -755,9 +834,12 @@ where
                     ctx,
                     out,
                     location,
-                ))
+                );
+                ctx.state.register(ctx.node, &ctx.name, op.0.clone());
+                Ok(op)
             }),
         );
+        let both = both.checkpointable();
         let late_stream = both.flat_map(Either::right).name("Late data");
         *late.stream.borrow_mut() = Some(late_stream);
         both.flat_map(Either::left).name(&format!("{name} results"))

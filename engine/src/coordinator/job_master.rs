@@ -1,27 +1,39 @@
 //! The job master of one job: gathers the slots offered for it (its slot pool),
-//! deploys every subtask into a slot, follows task states, and on the first
-//! failure cancels the rest and reports that failure.
+//! deploys every subtask into a slot, follows task states, runs the job's
+//! checkpoint coordinator, and on a failure either restarts the job from its
+//! latest completed checkpoint (as its restart strategy allows) or cancels
+//! the rest and reports the failure.
 //!
-//! Pure state: every method returns the messages to send; nothing here does
-//! I/O. Invariant: the job's outcome is sent exactly once, when every deployed
-//! subtask has reached a terminal state.
+//! Pure state apart from the checkpoint coordinator's metadata writes and
+//! the final commits of sinks: every method returns the messages to send.
+//! Invariant: the job's outcome is sent exactly once, when every deployed
+//! subtask of the last attempt has reached a terminal state; messages from
+//! an older attempt are ignored.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::checkpoint::coordinator::{CheckpointAction, CheckpointCoordinator};
+use crate::checkpoint::restart::RestartTracker;
+use crate::checkpoint::state::{RestoreSnapshot, SharedRestore};
 use crate::coordinator::messages::{
-    ExecutorId, ExecutorMsg, JobId, JobOutcome, Mailbox, SlotIndex, TaskState, VertexMetrics,
+    ExecutorId, ExecutorMsg, JobId, JobOutcome, Mailbox, SlotIndex, SubtaskCheckpoint, TaskState,
+    VertexMetrics,
 };
-use crate::error::{JobError, TaskError};
+use crate::error::{JobError, TaskError, TaskLocation};
 use crate::graph::execution_graph::{all_subtasks, SubtaskId};
 use crate::graph::job_graph::JobGraph;
+use crate::graph::stream_graph::NodeBody;
 use crate::runtime::task::TaskMetrics;
 
 #[derive(Debug, PartialEq, Eq)]
 enum Phase {
     WaitingForSlots,
     Running,
+    /// Cancelling the attempt's tasks; then restarting at `ready_at`.
+    Restarting,
     Failing,
     Done,
 }
@@ -32,6 +44,12 @@ pub(crate) enum Command {
     Finished(Result<JobOutcome, JobError>),
 }
 
+struct TaskSlot {
+    executor: ExecutorId,
+    metrics: Option<TaskMetrics>,
+    done: bool,
+}
+
 pub(crate) struct JobMaster {
     job: JobId,
     graph: Arc<JobGraph>,
@@ -39,11 +57,20 @@ pub(crate) struct JobMaster {
     slots_needed: u32,
     /// The slot pool: offered slots, as (slot index, executor).
     offers: Vec<(SlotIndex, ExecutorId)>,
-    /// Where each subtask runs and whether it is done.
-    tasks: BTreeMap<SubtaskId, (ExecutorId, Option<TaskMetrics>, bool)>,
+    /// Where each subtask of the current attempt runs and whether it is done.
+    tasks: BTreeMap<SubtaskId, TaskSlot>,
     failure: Option<Box<TaskError>>,
     phase: Phase,
     started: Instant,
+    attempt: u32,
+    restart: RestartTracker,
+    /// When the restart may deploy (after the strategy's delay).
+    ready_at: Option<Instant>,
+    checkpoints: Option<CheckpointCoordinator>,
+    /// What the first attempt restores (`--restore`).
+    initial_restore: SharedRestore,
+    /// What the current attempt restored from.
+    restored: SharedRestore,
 }
 
 impl JobMaster {
@@ -51,10 +78,13 @@ impl JobMaster {
         job: JobId,
         graph: Arc<JobGraph>,
         reply: Mailbox<Result<JobOutcome, JobError>>,
+        restore: SharedRestore,
     ) -> Self {
         let slots_needed = graph.slots_needed();
+        let checkpoints = CheckpointCoordinator::new(graph.clone(), &graph.checkpoint);
         JobMaster {
             job,
+            restart: RestartTracker::new(graph.checkpoint.restart.clone()),
             graph,
             reply,
             slots_needed,
@@ -63,6 +93,11 @@ impl JobMaster {
             failure: None,
             phase: Phase::WaitingForSlots,
             started: Instant::now(),
+            attempt: 0,
+            ready_at: None,
+            checkpoints,
+            initial_restore: restore.clone(),
+            restored: restore,
         }
     }
 
@@ -83,12 +118,28 @@ impl JobMaster {
             return Vec::new();
         }
         self.offers.sort();
-        self.phase = Phase::Running;
         self.started = Instant::now();
+        self.deploy()
+    }
+
+    /// Deploys every subtask of a new attempt.
+    fn deploy(&mut self) -> Vec<Command> {
+        self.phase = Phase::Running;
+        self.tasks.clear();
+        if let Some(c) = &mut self.checkpoints {
+            c.on_running(Instant::now());
+        }
         let mut commands = Vec::new();
         for subtask in all_subtasks(&self.graph) {
             let (slot, executor) = self.offers[subtask.index as usize];
-            self.tasks.insert(subtask, (executor, None, false));
+            self.tasks.insert(
+                subtask,
+                TaskSlot {
+                    executor,
+                    metrics: None,
+                    done: false,
+                },
+            );
             commands.push(Command::ToExecutor(
                 executor,
                 ExecutorMsg::DeployTask {
@@ -96,46 +147,279 @@ impl JobMaster {
                     graph: self.graph.clone(),
                     subtask,
                     slot,
+                    attempt: self.attempt,
+                    restore: self.restored.clone(),
                 },
             ));
         }
         commands
     }
 
-    pub(crate) fn on_task_state(&mut self, subtask: SubtaskId, state: TaskState) -> Vec<Command> {
+    pub(crate) fn on_task_state(
+        &mut self,
+        attempt: u32,
+        subtask: SubtaskId,
+        state: TaskState,
+    ) -> Vec<Command> {
+        if attempt != self.attempt {
+            return Vec::new();
+        }
         let Some(entry) = self.tasks.get_mut(&subtask) else {
             return Vec::new();
         };
-        if entry.2 || !state.is_terminal() {
+        if entry.done || !state.is_terminal() {
             return Vec::new();
         }
-        entry.2 = true;
+        entry.done = true;
         let mut commands = Vec::new();
         match state {
-            TaskState::Finished(metrics) => entry.1 = Some(metrics),
-            TaskState::Failed(error) => {
-                if self.failure.is_none() {
-                    self.failure = Some(error);
-                    self.phase = Phase::Failing;
-                    for (&other, &(executor, _, done)) in &self.tasks {
-                        if !done {
+            TaskState::Finished(metrics) => {
+                entry.metrics = Some(metrics);
+                if let Some(c) = &mut self.checkpoints {
+                    c.stop();
+                }
+            }
+            TaskState::Failed(error) => commands.extend(self.on_failure(error)),
+            TaskState::Canceled | TaskState::Running => {}
+        }
+        if self.tasks.values().all(|t| t.done) {
+            match self.phase {
+                Phase::Restarting => {
+                    let delay = self.ready_at.take().map(|d| d - Instant::now());
+                    self.ready_at = Some(Instant::now() + delay.unwrap_or_default());
+                    commands.extend(self.on_tick(Instant::now()));
+                }
+                _ => commands.extend(self.finish()),
+            }
+        }
+        commands
+    }
+
+    /// The first failure of an attempt: restart if the strategy allows, else
+    /// fail the job. Either way the attempt's other tasks are cancelled.
+    fn on_failure(&mut self, error: Box<TaskError>) -> Vec<Command> {
+        if self.phase != Phase::Running {
+            return Vec::new();
+        }
+        if let Some(c) = &mut self.checkpoints {
+            c.abort_all("the job is failing over");
+        }
+        match self.restart.on_failure(Instant::now()) {
+            Some(delay) => {
+                eprintln!(
+                    "rheon: job '{}' restarts in {delay:?} (restart {}) after: {error}",
+                    self.graph.name,
+                    self.restart.restarts()
+                );
+                self.phase = Phase::Restarting;
+                // Relative until every task is down; see on_task_state.
+                self.ready_at = Some(Instant::now() + delay);
+            }
+            None => {
+                self.failure = Some(error);
+                self.phase = Phase::Failing;
+            }
+        }
+        self.cancel_running()
+    }
+
+    fn cancel_running(&self) -> Vec<Command> {
+        self.tasks
+            .iter()
+            .filter(|(_, t)| !t.done)
+            .map(|(&subtask, t)| {
+                Command::ToExecutor(
+                    t.executor,
+                    ExecutorMsg::CancelTask {
+                        job: self.job,
+                        subtask,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The clock: restarts when due, drives the checkpoint coordinator.
+    pub(crate) fn on_tick(&mut self, now: Instant) -> Vec<Command> {
+        match self.phase {
+            Phase::Restarting => {
+                let all_down = self.tasks.values().all(|t| t.done);
+                if all_down && self.ready_at.is_some_and(|t| now >= t) {
+                    return self.restart_now();
+                }
+                Vec::new()
+            }
+            Phase::Running => {
+                let actions = match &mut self.checkpoints {
+                    Some(c) => c.tick(now),
+                    None => return Vec::new(),
+                };
+                self.apply(actions)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Deploys the next attempt from the latest valid checkpoint.
+    fn restart_now(&mut self) -> Vec<Command> {
+        self.ready_at = None;
+        self.attempt += 1;
+        self.restored = self.latest_restore();
+        match &self.restored {
+            Some(r) => eprintln!(
+                "rheon: job '{}' restores checkpoint {} from {}",
+                self.graph.name,
+                r.metadata.checkpoint_id,
+                r.directory.display()
+            ),
+            None => eprintln!(
+                "rheon: job '{}' restarts from the beginning (no completed checkpoint)",
+                self.graph.name
+            ),
+        }
+        self.deploy()
+    }
+
+    /// The newest checkpoint on disk whose files all verify, falling back to
+    /// older retained ones; else the job's initial restore.
+    fn latest_restore(&self) -> SharedRestore {
+        let Some(c) = &self.checkpoints else {
+            return self.initial_restore.clone();
+        };
+        if c.latest.is_none() {
+            return self.initial_restore.clone();
+        }
+        match rheon_state::checkpoint::latest_valid(c.root()) {
+            Ok((directory, metadata, skipped)) => {
+                for (path, why) in skipped {
+                    eprintln!("rheon: skipping checkpoint {}: {why}", path.display());
+                }
+                Some(Arc::new(RestoreSnapshot {
+                    directory,
+                    metadata,
+                }))
+            }
+            Err(e) => {
+                eprintln!("rheon: no valid checkpoint to restore: {e}");
+                self.initial_restore.clone()
+            }
+        }
+    }
+
+    fn apply(&mut self, actions: Vec<CheckpointAction>) -> Vec<Command> {
+        let mut commands = Vec::new();
+        for action in actions {
+            match action {
+                CheckpointAction::Trigger {
+                    checkpoint_id,
+                    timestamp_ms,
+                } => {
+                    for (&subtask, task) in &self.tasks {
+                        let head = self.graph.vertices[subtask.vertex].head;
+                        if matches!(self.graph.stream.nodes[head].body, NodeBody::Source(_)) {
                             commands.push(Command::ToExecutor(
-                                executor,
-                                ExecutorMsg::CancelTask {
+                                task.executor,
+                                ExecutorMsg::TriggerCheckpoint {
                                     job: self.job,
-                                    subtask: other,
+                                    subtask,
+                                    checkpoint_id,
+                                    timestamp_ms,
                                 },
                             ));
                         }
                     }
                 }
+                CheckpointAction::Completed { checkpoint_id } => {
+                    for executor in self.executors() {
+                        commands.push(Command::ToExecutor(
+                            executor,
+                            ExecutorMsg::NotifyCheckpointComplete {
+                                job: self.job,
+                                checkpoint_id,
+                            },
+                        ));
+                    }
+                }
+                CheckpointAction::FailJob(reason) => {
+                    let vertex = &self.graph.vertices[0];
+                    let error = Box::new(TaskError::Checkpoint {
+                        location: TaskLocation {
+                            operator: vertex.name.clone(),
+                            subtask: 0,
+                            parallelism: vertex.parallelism,
+                        },
+                        message: reason,
+                    });
+                    commands.extend(self.on_failure(error));
+                }
             }
-            TaskState::Canceled | TaskState::Running => {}
-        }
-        if self.tasks.values().all(|t| t.2) {
-            commands.extend(self.finish());
         }
         commands
+    }
+
+    /// A subtask's snapshot is written.
+    pub(crate) fn on_checkpoint_ack(
+        &mut self,
+        attempt: u32,
+        checkpoint_id: u64,
+        subtask: SubtaskId,
+        state: SubtaskCheckpoint,
+    ) -> Vec<Command> {
+        if attempt != self.attempt || self.phase != Phase::Running {
+            return Vec::new();
+        }
+        let actions = match &mut self.checkpoints {
+            Some(c) => c.on_ack(checkpoint_id, subtask, state, Instant::now()),
+            None => return Vec::new(),
+        };
+        self.apply(actions)
+    }
+
+    pub(crate) fn on_checkpoint_decline(
+        &mut self,
+        attempt: u32,
+        checkpoint_id: u64,
+        subtask: SubtaskId,
+        reason: String,
+    ) -> Vec<Command> {
+        if attempt != self.attempt || self.phase != Phase::Running {
+            return Vec::new();
+        }
+        let actions = match &mut self.checkpoints {
+            Some(c) => c.on_decline(checkpoint_id, subtask, reason, Instant::now()),
+            None => return Vec::new(),
+        };
+        self.apply(actions)
+    }
+
+    /// A savepoint on request; the reply gets its directory or why not.
+    pub(crate) fn trigger_savepoint(
+        &mut self,
+        reply: Mailbox<Result<PathBuf, String>>,
+    ) -> Vec<Command> {
+        let Some(c) = &mut self.checkpoints else {
+            reply.send(Err(format!(
+                "job '{}' has no checkpoint directory to write a savepoint to",
+                self.graph.name
+            )));
+            return Vec::new();
+        };
+        if self.phase != Phase::Running || !c.can_trigger() {
+            reply.send(Err(format!(
+                "job '{}' is not running every task (it is {:?}); no savepoint",
+                self.graph.name, self.phase
+            )));
+            return Vec::new();
+        }
+        let action = c.trigger(Instant::now(), Some(reply));
+        self.apply(vec![action])
+    }
+
+    fn executors(&self) -> Vec<ExecutorId> {
+        let mut executors: Vec<ExecutorId> = self.offers.iter().map(|o| o.1).collect();
+        executors.sort();
+        executors.dedup();
+        executors
     }
 
     /// Every unfinished subtask on a lost executor failed.
@@ -143,31 +427,36 @@ impl JobMaster {
         let lost: Vec<SubtaskId> = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.0 == executor && !t.2)
+            .filter(|(_, t)| t.executor == executor && !t.done)
             .map(|(&id, _)| id)
             .collect();
         let mut commands = Vec::new();
         for subtask in lost {
             let vertex = &self.graph.vertices[subtask.vertex];
             let error = TaskError::Network {
-                location: crate::error::TaskLocation {
+                location: TaskLocation {
                     operator: vertex.name.clone(),
                     subtask: subtask.index,
                     parallelism: vertex.parallelism,
                 },
                 message: format!("executor {executor} was lost: {reason}"),
             };
-            commands.extend(self.on_task_state(subtask, TaskState::Failed(Box::new(error))));
+            commands.extend(self.on_task_state(
+                self.attempt,
+                subtask,
+                TaskState::Failed(Box::new(error)),
+            ));
         }
         commands
     }
 
     fn finish(&mut self) -> Vec<Command> {
         self.phase = Phase::Done;
-        let mut executors: Vec<ExecutorId> = self.offers.iter().map(|o| o.1).collect();
-        executors.sort();
-        executors.dedup();
-        let mut commands: Vec<Command> = executors
+        if let Some(c) = &mut self.checkpoints {
+            c.abort_all("the job ended");
+        }
+        let mut commands: Vec<Command> = self
+            .executors()
             .into_iter()
             .map(|e| Command::ToExecutor(e, ExecutorMsg::FreeSlots { job: self.job }))
             .collect();
@@ -176,13 +465,33 @@ impl JobMaster {
                 job: self.graph.name.clone(),
                 task,
             }),
-            None => Ok(JobOutcome {
+            None => self.commit_final().map(|()| JobOutcome {
                 elapsed: self.started.elapsed(),
                 vertices: self.vertex_metrics(),
+                checkpoints: self
+                    .checkpoints
+                    .as_ref()
+                    .map(|c| c.completed.clone())
+                    .unwrap_or_default(),
+                restarts: self.restart.restarts(),
             }),
         };
         commands.push(Command::Finished(outcome));
         commands
+    }
+
+    /// The job ended well: what sinks staged at the end of their input
+    /// becomes visible (renames of part files, idempotent).
+    fn commit_final(&self) -> Result<(), JobError> {
+        for task in self.tasks.values() {
+            for commit in task.metrics.iter().flat_map(|m| m.commits.iter()) {
+                commit.apply().map_err(|message| JobError::Commit {
+                    job: self.graph.name.clone(),
+                    message,
+                })?;
+            }
+        }
+        Ok(())
     }
 
     fn vertex_metrics(&self) -> Vec<VertexMetrics> {
@@ -197,7 +506,7 @@ impl JobMaster {
                     records_out: 0,
                     bytes_out: 0,
                 };
-                for (_, (_, metrics, _)) in self.tasks.range(
+                for (_, task) in self.tasks.range(
                     SubtaskId {
                         vertex: v.id,
                         index: 0,
@@ -206,7 +515,7 @@ impl JobMaster {
                         index: u32::MAX,
                     },
                 ) {
-                    if let Some(t) = metrics {
+                    if let Some(t) = &task.metrics {
                         m.records_in += t.records_in;
                         m.records_out += t.records_out;
                         m.bytes_out += t.bytes_out;
@@ -242,7 +551,7 @@ mod tests {
             .discard();
         let graph = Arc::new(env.job_graph("test").expect("valid graph"));
         let (reply, rx) = mailbox();
-        (JobMaster::new(7, graph, reply), rx)
+        (JobMaster::new(7, graph, reply, None), rx)
     }
 
     fn deployed(commands: &[Command]) -> Vec<(ExecutorId, SubtaskId)> {
@@ -323,8 +632,9 @@ mod tests {
                 records_in: 5,
                 records_out: 5,
                 bytes_out: 80,
+                commits: Vec::new(),
             };
-            for c in jm.on_task_state(*subtask, TaskState::Finished(metrics)) {
+            for c in jm.on_task_state(0, *subtask, TaskState::Finished(metrics)) {
                 if let Command::Finished(outcome) = c {
                     assert_eq!(i, all.len() - 1, "outcome before the last subtask finished");
                     let outcome = outcome.expect("job succeeded");
@@ -334,7 +644,9 @@ mod tests {
             }
         }
         // A late duplicate report changes nothing.
-        assert!(jm.on_task_state(all[0].1, TaskState::Canceled).is_empty());
+        assert!(jm
+            .on_task_state(0, all[0].1, TaskState::Canceled)
+            .is_empty());
         assert_eq!(outcomes, 1);
         assert!(jm.is_done());
     }
@@ -345,7 +657,7 @@ mod tests {
         jm.on_slot_offer(0, 0);
         let all = deployed(&jm.on_slot_offer(1, 0));
         let failed = all[1].1;
-        let commands = jm.on_task_state(failed, failure(failed));
+        let commands = jm.on_task_state(0, failed, failure(failed));
         let cancelled: Vec<SubtaskId> = commands
             .iter()
             .filter_map(|c| match c {
@@ -363,7 +675,7 @@ mod tests {
             } else {
                 TaskState::Canceled
             };
-            for c in jm.on_task_state(subtask, state) {
+            for c in jm.on_task_state(0, subtask, state) {
                 if let Command::Finished(outcome) = c {
                     result = Some(outcome);
                 }

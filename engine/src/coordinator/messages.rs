@@ -3,8 +3,11 @@
 //! goes through these messages; the embedded engine carries them over
 //! in-process mailboxes, a cluster will carry the same messages over TCP.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+use crate::checkpoint::state::SharedRestore;
 
 use crate::error::{JobError, TaskError};
 use crate::graph::execution_graph::SubtaskId;
@@ -78,6 +81,7 @@ pub enum CoordinatorMsg {
     TaskStateChanged {
         executor: ExecutorId,
         job: JobId,
+        attempt: u32,
         subtask: SubtaskId,
         state: TaskState,
     },
@@ -86,7 +90,33 @@ pub enum CoordinatorMsg {
         job: JobId,
         graph: Arc<JobGraph>,
         reply: Mailbox<Result<JobOutcome, JobError>>,
+        /// The checkpoint the job starts from (`--restore`).
+        restore: SharedRestore,
     },
+    /// A subtask's snapshot of a checkpoint is written.
+    AcknowledgeCheckpoint {
+        job: JobId,
+        attempt: u32,
+        checkpoint_id: u64,
+        subtask: SubtaskId,
+        state: SubtaskCheckpoint,
+    },
+    /// A subtask could not take or write its snapshot of a checkpoint.
+    DeclineCheckpoint {
+        job: JobId,
+        attempt: u32,
+        checkpoint_id: u64,
+        subtask: SubtaskId,
+        reason: String,
+    },
+    /// Take a savepoint of a running job; the reply is its directory.
+    TriggerSavepoint {
+        job: JobId,
+        reply: Mailbox<Result<PathBuf, String>>,
+    },
+    /// The clock: sent every few milliseconds so that periodic checkpoints,
+    /// checkpoint timeouts and restart delays happen without a message.
+    Tick,
     /// An executor thread died (a panic outside any task's guard): its tasks
     /// are lost.
     ExecutorLost {
@@ -108,6 +138,22 @@ pub enum ExecutorMsg {
         graph: Arc<JobGraph>,
         subtask: SubtaskId,
         slot: SlotIndex,
+        /// Counts the job's restarts; channels of different attempts never meet.
+        attempt: u32,
+        /// The checkpoint the subtask starts from, if any.
+        restore: SharedRestore,
+    },
+    /// Inject a barrier for this checkpoint at a source subtask.
+    TriggerCheckpoint {
+        job: JobId,
+        subtask: SubtaskId,
+        checkpoint_id: u64,
+        timestamp_ms: u64,
+    },
+    /// The checkpoint is complete: tell every subtask of the job here.
+    NotifyCheckpointComplete {
+        job: JobId,
+        checkpoint_id: u64,
     },
     /// Cancel a running subtask; answered with `TaskStateChanged(Canceled)`
     /// unless the task already reached another terminal state.
@@ -128,6 +174,51 @@ pub struct JobOutcome {
     pub elapsed: Duration,
     /// Per vertex: name, parallelism and the sum of its subtasks' counters.
     pub vertices: Vec<VertexMetrics>,
+    /// Completed checkpoints, oldest first.
+    pub checkpoints: Vec<CheckpointStats>,
+    /// Times the job restarted after a failure.
+    pub restarts: u32,
+}
+
+/// What a completed checkpoint cost.
+#[derive(Clone, Debug)]
+pub struct CheckpointStats {
+    pub checkpoint_id: u64,
+    pub directory: PathBuf,
+    /// From trigger to the metadata written.
+    pub duration: Duration,
+    /// The longest synchronous part of any subtask (the task's pause).
+    pub sync_max: Duration,
+    /// Every subtask's synchronous part.
+    pub sync_durations: Vec<Duration>,
+    /// The longest barrier alignment of any subtask.
+    pub alignment_max: Duration,
+    /// The longest asynchronous part (writing) of any subtask.
+    pub async_max: Duration,
+    /// State bytes written.
+    pub bytes: u64,
+}
+
+/// One operator's share of a subtask's acknowledged snapshot.
+#[derive(Debug)]
+pub struct AckedOperator {
+    pub node: usize,
+    pub name: String,
+    /// (state name, file name in the checkpoint directory).
+    pub keyed: Vec<(String, String)>,
+    pub operator_state: Vec<Vec<u8>>,
+}
+
+/// A subtask's acknowledged snapshot.
+#[derive(Debug)]
+pub struct SubtaskCheckpoint {
+    pub operators: Vec<AckedOperator>,
+    /// In-flight buffers per input channel (unaligned checkpoints).
+    pub channel_state: Vec<(u32, Vec<Vec<u8>>)>,
+    pub sync_duration: Duration,
+    pub alignment: Duration,
+    pub async_duration: Duration,
+    pub bytes: u64,
 }
 
 #[derive(Clone, Debug)]

@@ -17,6 +17,10 @@ use crate::coordinator::messages::{CoordinatorMsg, ExecutorMsg, JobId};
 use crate::coordinator::resource_manager::ResourceManager;
 use crate::error::JobError;
 
+/// How often the coordinator looks at the clock (checkpoint triggers and
+/// timeouts, restart delays).
+const TICK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5);
+
 pub(crate) struct Coordinator {
     resources: ResourceManager,
     jobs: HashMap<JobId, JobMaster>,
@@ -66,13 +70,56 @@ impl Coordinator {
             }
             CoordinatorMsg::TaskStateChanged {
                 job,
+                attempt,
                 subtask,
                 state,
                 ..
             } => {
                 if let Some(master) = self.jobs.get_mut(&job) {
-                    let commands = master.on_task_state(subtask, state);
+                    let commands = master.on_task_state(attempt, subtask, state);
                     self.execute(job, commands);
+                }
+            }
+            CoordinatorMsg::AcknowledgeCheckpoint {
+                job,
+                attempt,
+                checkpoint_id,
+                subtask,
+                state,
+            } => {
+                if let Some(master) = self.jobs.get_mut(&job) {
+                    let commands = master.on_checkpoint_ack(attempt, checkpoint_id, subtask, state);
+                    self.execute(job, commands);
+                }
+            }
+            CoordinatorMsg::DeclineCheckpoint {
+                job,
+                attempt,
+                checkpoint_id,
+                subtask,
+                reason,
+            } => {
+                if let Some(master) = self.jobs.get_mut(&job) {
+                    let commands =
+                        master.on_checkpoint_decline(attempt, checkpoint_id, subtask, reason);
+                    self.execute(job, commands);
+                }
+            }
+            CoordinatorMsg::TriggerSavepoint { job, reply } => match self.jobs.get_mut(&job) {
+                Some(master) => {
+                    let commands = master.trigger_savepoint(reply);
+                    self.execute(job, commands);
+                }
+                None => reply.send(Err(format!("job {job} is not running"))),
+            },
+            CoordinatorMsg::Tick => {
+                let now = std::time::Instant::now();
+                let jobs: Vec<JobId> = self.jobs.keys().copied().collect();
+                for job in jobs {
+                    if let Some(master) = self.jobs.get_mut(&job) {
+                        let commands = master.on_tick(now);
+                        self.execute(job, commands);
+                    }
                 }
             }
             submit @ CoordinatorMsg::SubmitJob { .. }
@@ -80,8 +127,13 @@ impl Coordinator {
             {
                 self.waiting.push(submit);
             }
-            CoordinatorMsg::SubmitJob { job, graph, reply } => {
-                let master = JobMaster::new(job, graph.clone(), reply.clone());
+            CoordinatorMsg::SubmitJob {
+                job,
+                graph,
+                reply,
+                restore,
+            } => {
+                let master = JobMaster::new(job, graph.clone(), reply.clone(), restore);
                 let needed = master.slots_needed();
                 match self.resources.allocate(needed) {
                     None => reply.send(Err(JobError::Resources {
@@ -142,7 +194,23 @@ impl Coordinator {
     }
 
     /// The edge: handles messages until shut down or every sender is gone.
-    pub(crate) fn run(mut self, inbox: async_channel::Receiver<CoordinatorMsg>) {
+    /// A clock thread sends `Tick` every `TICK_INTERVAL` meanwhile.
+    pub(crate) fn run(
+        mut self,
+        inbox: async_channel::Receiver<CoordinatorMsg>,
+        own: crate::coordinator::messages::Mailbox<CoordinatorMsg>,
+    ) {
+        let clock = own.0.downgrade();
+        let _ = std::thread::Builder::new()
+            .name("rheon-clock".into())
+            .spawn(move || loop {
+                std::thread::sleep(TICK_INTERVAL);
+                match clock.upgrade() {
+                    Some(tx) if tx.try_send(CoordinatorMsg::Tick).is_ok() => {}
+                    _ => break,
+                }
+            });
+        drop(own);
         while let Ok(message) = inbox.recv_blocking() {
             if !self.handle(message) {
                 break;

@@ -72,7 +72,11 @@ pub(crate) struct SubtaskChannels {
     pub(crate) inputs: Vec<(usize, ChannelId)>,
 }
 
-pub(crate) fn subtask_channels(job: &JobGraph, subtask: SubtaskId) -> SubtaskChannels {
+pub(crate) fn subtask_channels(
+    job: &JobGraph,
+    subtask: SubtaskId,
+    attempt: u32,
+) -> SubtaskChannels {
     let mut outputs = Vec::new();
     let mut inputs = Vec::new();
     for (edge_index, edge) in job.edges.iter().enumerate() {
@@ -82,6 +86,7 @@ pub(crate) fn subtask_channels(job: &JobGraph, subtask: SubtaskId) -> SubtaskCha
             let ids = consumers(edge, subtask.index, pu, pd)
                 .into_iter()
                 .map(|c| ChannelId {
+                    attempt,
                     edge: edge_index as u32,
                     producer: subtask.index,
                     consumer: c,
@@ -94,6 +99,7 @@ pub(crate) fn subtask_channels(job: &JobGraph, subtask: SubtaskId) -> SubtaskCha
                 inputs.push((
                     edge_index,
                     ChannelId {
+                        attempt,
                         edge: edge_index as u32,
                         producer: p,
                         consumer: subtask.index,

@@ -52,6 +52,7 @@ pub struct JobGraph {
     pub(crate) edge_chained: Vec<bool>,
     pub vertices: Vec<JobVertex>,
     pub(crate) edges: Vec<JobEdge>,
+    pub(crate) checkpoint: crate::checkpoint::CheckpointConfig,
 }
 
 impl JobGraph {
@@ -174,7 +175,21 @@ impl JobGraph {
             })
             .collect();
 
+        if config.checkpoint.enabled() {
+            if config.checkpoint.directory.is_none() {
+                return Err(invalid(
+                    "checkpoints are enabled but no checkpoint directory is set".into(),
+                ));
+            }
+            if let Some(node) = stream.nodes.iter().find(|n| !n.checkpointable) {
+                return Err(invalid(format!(
+                    "operator '{}' keeps state that cannot be checkpointed yet; run the job without checkpoints, or use operators that support them (sources, map/filter/flat_map, key_by with sum/reduce, windows, the exactly-once file sink)",
+                    node.name
+                )));
+            }
+        }
         Ok(JobGraph {
+            checkpoint: config.checkpoint.clone(),
             name: name.to_string(),
             max_parallelism,
             stream,

@@ -120,6 +120,9 @@ pub(crate) struct StreamNode {
     pub(crate) chaining: bool,
     pub(crate) body: NodeBody,
     pub(crate) out_type: TypeOps,
+    /// Whether the operator's state (if any) is part of checkpoints; a job
+    /// with checkpoints enabled refuses operators that are not.
+    pub(crate) checkpointable: bool,
 }
 
 #[derive(Clone)]
@@ -143,6 +146,7 @@ impl StreamGraph {
             name,
             parallelism: None,
             chaining: true,
+            checkpointable: matches!(body, NodeBody::Source(_)),
             body,
             out_type,
         });

@@ -2,5 +2,6 @@
 //! word count over a text file and a generator-driven throughput job.
 
 pub mod throughput;
+pub mod windowed_sums;
 pub mod word_table;
 pub mod wordcount;

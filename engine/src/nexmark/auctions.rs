@@ -65,7 +65,7 @@ fn in_auction(bid: &Bid, auction: &Auction) -> bool {
 
 /// Per auction id: the auction once it arrived, its best bid so far, and the
 /// bids that came before it.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct AuctionState {
     auction: Option<Auction>,
     best: Option<Bid>,
@@ -214,20 +214,20 @@ pub fn q9(events: &DataStream<Event>) -> DataStream<(Auction, Bid)> {
 /// price)`, taken in expiry order once the watermark passes them (so the
 /// running results do not depend on which upstream subtask closed first);
 /// and the running aggregate.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct ClosedAuctions<A> {
     pending: Vec<(i64, u64, u64)>,
     aggregate: A,
 }
 
 /// A running aggregate over winning prices, in expiry order.
-pub trait PriceAggregate: Default + Send + 'static {
+pub trait PriceAggregate: Clone + Default + Send + 'static {
     /// Adds a price; returns the new result.
     fn add(&mut self, price: u64) -> u64;
 }
 
 /// q4's average of all prices.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Average {
     sum: u64,
     count: u64,
@@ -242,7 +242,7 @@ impl PriceAggregate for Average {
 }
 
 /// q6's average of the last 10 prices.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct LastTenAverage {
     last: VecDeque<u64>,
 }
@@ -321,6 +321,7 @@ pub fn q6(events: &DataStream<Event>) -> DataStream<(u64, u64)> {
 }
 
 /// Per auction id for q20.
+#[derive(Clone)]
 pub enum JoinState {
     /// The auction has not arrived; its bids so far.
     Unknown(Vec<Bid>),

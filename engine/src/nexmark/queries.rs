@@ -481,7 +481,7 @@ pub fn format_q0(b: &Bid, row: &mut String) {
 
 /// Per seller id: the matching persons and auctions seen so far (both sides are kept,
 /// as an unbounded regular join keeps them).
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Q3State {
     /// Rows' person part: `name,city,state,` prefix per person with this id.
     persons: Vec<String>,

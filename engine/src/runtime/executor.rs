@@ -17,13 +17,14 @@ use glommio::task::JoinHandle;
 use rheon_net::channel::ConnectionManager;
 use rheon_net::segment::SegmentPool;
 
+use crate::checkpoint::writer::SnapshotWriters;
 use crate::config::EngineConfig;
 use crate::coordinator::messages::{
     mailbox, CoordinatorMsg, ExecutorId, ExecutorMsg, JobId, Mailbox, TaskState,
 };
 use crate::error::{panic_message, TaskError, TaskLocation};
 use crate::graph::execution_graph::SubtaskId;
-use crate::runtime::task::{run_subtask, TaskEnv};
+use crate::runtime::task::{run_subtask, TaskControl, TaskEnv, TaskSetup};
 
 pub(crate) struct ExecutorSetup {
     pub(crate) id: ExecutorId,
@@ -31,10 +32,17 @@ pub(crate) struct ExecutorSetup {
     pub(crate) config: Arc<EngineConfig>,
     pub(crate) connections: Arc<ConnectionManager>,
     pub(crate) coordinator: Mailbox<CoordinatorMsg>,
+    pub(crate) snapshots: SnapshotWriters,
+}
+
+/// A running subtask: its join handle and its control inbox.
+struct Running {
+    handle: JoinHandle<()>,
+    control: async_channel::Sender<TaskControl>,
 }
 
 /// The subtasks running on this executor, by job.
-type RunningTasks = Rc<RefCell<HashMap<(JobId, SubtaskId), JoinHandle<()>>>>;
+type RunningTasks = Rc<RefCell<HashMap<(JobId, SubtaskId), Running>>>;
 
 /// Tells the coordinator when the executor's thread unwinds from a panic that
 /// no task guard caught, so the job fails instead of waiting forever.
@@ -71,6 +79,8 @@ pub(crate) async fn executor_main(setup: ExecutorSetup) {
         ),
         connections: setup.connections.clone(),
         config: setup.config.clone(),
+        coordinator: setup.coordinator.clone(),
+        snapshots: setup.snapshots.clone(),
     });
     let coordinator = setup.coordinator.clone();
     coordinator.send(CoordinatorMsg::RegisterTaskExecutor {
@@ -82,6 +92,8 @@ pub(crate) async fn executor_main(setup: ExecutorSetup) {
     // Slot i is allocated to the job in `slots[i]`, if any.
     let mut slots: Vec<Option<JobId>> = vec![None; setup.slots as usize];
     let running: RunningTasks = Rc::new(RefCell::new(HashMap::new()));
+    // The attempt each subtask was last deployed in.
+    let mut attempts: HashMap<(JobId, SubtaskId), u32> = HashMap::new();
 
     while let Ok(message) = inbox.recv().await {
         match message {
@@ -100,13 +112,17 @@ pub(crate) async fn executor_main(setup: ExecutorSetup) {
                 graph,
                 subtask,
                 slot: _,
+                attempt,
+                restore,
             } => {
                 coordinator.send(CoordinatorMsg::TaskStateChanged {
                     executor: id,
                     job,
+                    attempt,
                     subtask,
                     state: TaskState::Running,
                 });
+                let (control, control_rx) = async_channel::unbounded();
                 let (env, coordinator, running_map) =
                     (env.clone(), coordinator.clone(), running.clone());
                 let vertex = &graph.vertices[subtask.vertex];
@@ -115,8 +131,16 @@ pub(crate) async fn executor_main(setup: ExecutorSetup) {
                     subtask: subtask.index,
                     parallelism: vertex.parallelism,
                 };
+                let task = TaskSetup {
+                    job,
+                    graph,
+                    subtask,
+                    attempt,
+                    restore,
+                    control: control_rx,
+                };
                 let handle = glommio::spawn_local(async move {
-                    let result = AssertUnwindSafe(run_subtask(graph, subtask, env))
+                    let result = AssertUnwindSafe(run_subtask(task, env))
                         .catch_unwind()
                         .await;
                     running_map.borrow_mut().remove(&(job, subtask));
@@ -131,23 +155,50 @@ pub(crate) async fn executor_main(setup: ExecutorSetup) {
                     coordinator.send(CoordinatorMsg::TaskStateChanged {
                         executor: id,
                         job,
+                        attempt,
                         subtask,
                         state,
                     });
                 })
                 .detach();
-                running.borrow_mut().insert((job, subtask), handle);
+                running
+                    .borrow_mut()
+                    .insert((job, subtask), Running { handle, control });
+                attempts.insert((job, subtask), attempt);
             }
             ExecutorMsg::CancelTask { job, subtask } => {
-                let handle = running.borrow_mut().remove(&(job, subtask));
-                if let Some(handle) = handle {
-                    handle.cancel();
+                let task = running.borrow_mut().remove(&(job, subtask));
+                if let Some(task) = task {
+                    task.handle.cancel();
                     coordinator.send(CoordinatorMsg::TaskStateChanged {
                         executor: id,
                         job,
+                        attempt: attempts.get(&(job, subtask)).copied().unwrap_or(0),
                         subtask,
                         state: TaskState::Canceled,
                     });
+                }
+            }
+            ExecutorMsg::TriggerCheckpoint {
+                job,
+                subtask,
+                checkpoint_id,
+                timestamp_ms,
+            } => {
+                if let Some(task) = running.borrow().get(&(job, subtask)) {
+                    let _ = task.control.try_send(TaskControl::TriggerCheckpoint {
+                        checkpoint_id,
+                        timestamp_ms,
+                    });
+                }
+            }
+            ExecutorMsg::NotifyCheckpointComplete { job, checkpoint_id } => {
+                for ((j, _), task) in running.borrow().iter() {
+                    if *j == job {
+                        let _ = task
+                            .control
+                            .try_send(TaskControl::CheckpointComplete { checkpoint_id });
+                    }
                 }
             }
             ExecutorMsg::FreeSlots { job } => {
@@ -163,7 +214,7 @@ pub(crate) async fn executor_main(setup: ExecutorSetup) {
             ExecutorMsg::Shutdown => break,
         }
     }
-    for (_, handle) in running.borrow_mut().drain() {
-        handle.cancel();
+    for (_, task) in running.borrow_mut().drain() {
+        task.handle.cancel();
     }
 }

@@ -23,6 +23,9 @@ pub(crate) trait InputDriver {
         next: &mut usize,
         blocked: &Cell<bool>,
     ) -> TaskResult<bool>;
+    /// Pushes the records of a buffer's bytes recorded by an unaligned
+    /// checkpoint (restored in-flight data).
+    fn process_bytes(&mut self, bytes: &[u8]) -> TaskResult;
     fn finish(&mut self) -> TaskResult;
     fn watermark(&mut self, watermark: i64) -> TaskResult;
     fn watermark_status(&mut self, idle: bool) -> TaskResult;
@@ -69,6 +72,27 @@ impl<T: Data> InputDriver for TypedInput<T> {
             }
         }
         Ok(true)
+    }
+
+    fn process_bytes(&mut self, bytes: &[u8]) -> TaskResult {
+        let records = rheon_net::buffer::Records::parse(bytes).map_err(|e| {
+            Box::new(TaskError::Checkpoint {
+                location: self.location.clone(),
+                message: format!("restored in-flight data is corrupt: {e}"),
+            })
+        })?;
+        for (i, payload) in records.enumerate() {
+            let mut input = payload;
+            let record = T::decode(&mut input).map_err(|e| {
+                Box::new(TaskError::Checkpoint {
+                    location: self.location.clone(),
+                    message: format!("restored in-flight record {i} does not decode: {e}"),
+                })
+            })?;
+            self.records_in += 1;
+            self.head.collect(record)?;
+        }
+        Ok(())
     }
 
     fn finish(&mut self) -> TaskResult {

@@ -1,8 +1,10 @@
 //! The task runtime: executors, subtasks, operator chains, record writers and
 //! readers, sources and built-in operators.
 
+pub(crate) mod barriers;
 pub mod collector;
 pub(crate) mod executor;
+pub mod file_sink;
 pub(crate) mod input;
 pub(crate) mod operators;
 pub(crate) mod process;

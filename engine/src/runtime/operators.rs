@@ -11,8 +11,13 @@ use std::hash::Hash;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use rheon_net::codec::Codec;
 use rheon_state::key_group::assign_to_key_group;
 use rheon_state::keyed::KeyGroupedMap;
+
+use crate::checkpoint::state::{
+    keyed_write, CheckpointedOperator, OperatorParts, RestoredOperator,
+};
 
 use crate::api::functions::OneInputOperator;
 use crate::error::{TaskError, TaskLocation, TaskResult};
@@ -156,7 +161,7 @@ pub(crate) struct KeyedReduce<KF, F, K, T> {
 
 impl<K, T, KF, F> Collector<T> for KeyedReduce<KF, F, K, T>
 where
-    K: Hash + Eq,
+    K: Hash + Eq + Clone,
     T: Clone,
     KF: FnMut(&T) -> K,
     F: FnMut(T, T) -> T,
@@ -290,5 +295,54 @@ impl<F, W: Write> LineSink<F, W> {
             location: self.location.clone(),
             message: format!("cannot write to {}: {e}", self.target),
         })
+    }
+}
+
+fn restore_error(location: &TaskLocation, message: String) -> Box<crate::error::TaskError> {
+    Box::new(crate::error::TaskError::Checkpoint {
+        location: location.clone(),
+        message,
+    })
+}
+
+impl<K, T, KF, F> CheckpointedOperator for KeyedReduce<KF, F, K, T>
+where
+    K: Hash + Eq + Clone + Codec + Send + Sync + 'static,
+    T: Clone + Codec + Send + Sync + 'static,
+{
+    fn snapshot_state(&mut self, _checkpoint_id: u64, parts: &mut OperatorParts) -> TaskResult {
+        parts.keyed.push(keyed_write(
+            "reduce",
+            std::any::type_name::<(K, T)>(),
+            self.state.fork(),
+        ));
+        Ok(())
+    }
+    fn restore_state(&mut self, restored: &RestoredOperator<'_>) -> TaskResult {
+        self.state = restored
+            .keyed_state("reduce")
+            .map_err(|m| restore_error(&self.location, m))?;
+        Ok(())
+    }
+}
+
+impl<K, N, KF, VF> CheckpointedOperator for KeyedSum<KF, VF, K, N>
+where
+    K: Hash + Eq + Clone + Codec + Send + Sync + 'static,
+    N: Clone + Codec + Send + Sync + 'static,
+{
+    fn snapshot_state(&mut self, _checkpoint_id: u64, parts: &mut OperatorParts) -> TaskResult {
+        parts.keyed.push(keyed_write(
+            "sum",
+            std::any::type_name::<(K, N)>(),
+            self.state.fork(),
+        ));
+        Ok(())
+    }
+    fn restore_state(&mut self, restored: &RestoredOperator<'_>) -> TaskResult {
+        self.state = restored
+            .keyed_state("sum")
+            .map_err(|m| restore_error(&self.location, m))?;
+        Ok(())
     }
 }

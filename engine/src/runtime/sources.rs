@@ -35,6 +35,8 @@ pub(crate) trait SourceDriver {
     fn step(&mut self, max_records: usize, blocked: &Cell<bool>) -> TaskResult<SourceStep>;
     fn finish(&mut self) -> TaskResult;
     fn records_out(&self) -> u64;
+    fn snapshot_state(&mut self) -> Result<Vec<Vec<u8>>, String>;
+    fn restore_state(&mut self, elements: Vec<Vec<u8>>) -> TaskResult;
 }
 
 pub(crate) struct TypedSource<S, T> {
@@ -98,30 +100,125 @@ impl<T: Data, S: SourceFunction<T>> SourceDriver for TypedSource<S, T> {
     fn records_out(&self) -> u64 {
         self.records_out
     }
+
+    fn snapshot_state(&mut self) -> Result<Vec<Vec<u8>>, String> {
+        let source = &mut self.source;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| source.snapshot_state())) {
+            Ok(result) => result,
+            Err(payload) => Err(crate::error::panic_message(payload.as_ref())),
+        }
+    }
+
+    fn restore_state(&mut self, elements: Vec<Vec<u8>>) -> TaskResult {
+        let source = &mut self.source;
+        guarded(&self.location, || source.restore_state(elements))?.map_err(|m| {
+            Box::new(TaskError::Checkpoint {
+                location: self.location.clone(),
+                message: m,
+            })
+        })
+    }
+}
+
+/// An arithmetic progression of record numbers `next, next + step, ...`
+/// below the source's count: the split of a generated or collection source.
+/// Subtask i of n starts with the split (i, n); a checkpoint records each
+/// split's next number, and a restore at another parallelism hands whole
+/// splits to the new subtasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Progression {
+    pub(crate) next: u64,
+    pub(crate) step: u64,
+}
+
+fn encode_progressions(splits: &[Progression]) -> Vec<Vec<u8>> {
+    splits
+        .iter()
+        .map(|p| crate::checkpoint::state::encode_element(&(p.next, p.step)))
+        .collect()
+}
+
+fn decode_progressions(elements: Vec<Vec<u8>>) -> Result<Vec<Progression>, String> {
+    elements
+        .into_iter()
+        .map(|e| {
+            let (next, step): (u64, u64) =
+                crate::checkpoint::state::decode_element(&e, "source split")?;
+            if step == 0 {
+                return Err("the checkpointed source split has step 0".into());
+            }
+            Ok(Progression { next, step })
+        })
+        .collect()
+}
+
+/// Splits every checkpointed generator subtask starts with: enough that
+/// a restore at parallelism 1, 2, 3, 4 or 6 gives every subtask some. Subtask
+/// i of p takes the progressions i + j*p (j < ceil(12/p)), each stepping by
+/// p*ceil(12/p); merged by lowest next number they emit exactly i, i+p, ...
+/// Without checkpoints one split (i, p) does the same, cheaper.
+fn generator_splits(ctx: &OperatorContext) -> Vec<Progression> {
+    let (i, p) = (ctx.subtask as u64, ctx.parallelism.max(1) as u64);
+    let per = if ctx.checkpointing {
+        12u64.div_ceil(p)
+    } else {
+        1
+    };
+    (0..per)
+        .map(|j| Progression {
+            next: i + j * p,
+            step: p * per,
+        })
+        .collect()
+}
+
+/// The split holding the lowest next number below `count` (so a subtask
+/// with several splits emits in record-number order, as event time expects).
+#[inline]
+fn lowest(splits: &[Progression], count: u64) -> Option<usize> {
+    if splits.len() == 1 {
+        return (splits[0].next < count).then_some(0);
+    }
+    splits
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.next < count)
+        .min_by_key(|(_, p)| p.next)
+        .map(|(i, _)| i)
 }
 
 /// Elements of a collection; subtask i of n emits elements i, i+n, i+2n, ...
 pub(crate) struct CollectionSource<T> {
     pub(crate) items: Arc<Vec<T>>,
-    pub(crate) next: usize,
-    pub(crate) step: usize,
+    pub(crate) splits: Vec<Progression>,
 }
 
 impl<T: Clone + 'static> SourceFunction<T> for CollectionSource<T> {
     fn open(&mut self, ctx: &OperatorContext) -> Result<(), String> {
-        self.next = ctx.subtask as usize;
-        self.step = ctx.parallelism as usize;
+        self.splits = vec![Progression {
+            next: ctx.subtask as u64,
+            step: ctx.parallelism as u64,
+        }];
         Ok(())
     }
     #[inline]
     fn poll_next(&mut self) -> Result<SourcePoll<T>, String> {
-        match self.items.get(self.next) {
-            Some(item) => {
-                self.next += self.step;
-                Ok(SourcePoll::Record(item.clone()))
+        match lowest(&self.splits, self.items.len() as u64) {
+            Some(i) => {
+                let split = &mut self.splits[i];
+                let item = self.items[split.next as usize].clone();
+                split.next += split.step;
+                Ok(SourcePoll::Record(item))
             }
             None => Ok(SourcePoll::End),
         }
+    }
+    fn snapshot_state(&mut self) -> Result<Vec<Vec<u8>>, String> {
+        Ok(encode_progressions(&self.splits))
+    }
+    fn restore_state(&mut self, elements: Vec<Vec<u8>>) -> Result<(), String> {
+        self.splits = decode_progressions(elements)?;
+        Ok(())
     }
 }
 
@@ -153,8 +250,7 @@ impl SharedStart {
 pub(crate) struct GeneratorSource<F> {
     pub(crate) f: F,
     pub(crate) count: u64,
-    pub(crate) next: u64,
-    pub(crate) step: u64,
+    pub(crate) splits: Vec<Progression>,
     /// Total records per second over all subtasks, if limited.
     pub(crate) rate_per_second: Option<f64>,
     pub(crate) interval: Duration,
@@ -165,8 +261,7 @@ pub(crate) struct GeneratorSource<F> {
 
 impl<T, F: FnMut(u64) -> T + 'static> SourceFunction<T> for GeneratorSource<F> {
     fn open(&mut self, ctx: &OperatorContext) -> Result<(), String> {
-        self.next = ctx.subtask as u64;
-        self.step = ctx.parallelism as u64;
+        self.splits = generator_splits(ctx);
         if let Some(rate) = self.rate_per_second {
             if rate <= 0.0 || !rate.is_finite() {
                 return Err(format!(
@@ -180,9 +275,9 @@ impl<T, F: FnMut(u64) -> T + 'static> SourceFunction<T> for GeneratorSource<F> {
     }
     #[inline]
     fn poll_next(&mut self) -> Result<SourcePoll<T>, String> {
-        if self.next >= self.count {
+        let Some(split) = lowest(&self.splits, self.count) else {
             return Ok(SourcePoll::End);
-        }
+        };
         if self.rate_per_second.is_some() {
             let start = *self.start.get_or_insert_with(Instant::now);
             let due = start + self.interval.mul_f64(self.emitted as f64);
@@ -193,10 +288,18 @@ impl<T, F: FnMut(u64) -> T + 'static> SourceFunction<T> for GeneratorSource<F> {
                 return Ok(SourcePoll::Wait(due));
             }
         }
-        let record = (self.f)(self.next);
-        self.next += self.step;
+        let split = &mut self.splits[split];
+        let record = (self.f)(split.next);
+        split.next += split.step;
         self.emitted += 1;
         Ok(SourcePoll::Record(record))
+    }
+    fn snapshot_state(&mut self) -> Result<Vec<Vec<u8>>, String> {
+        Ok(encode_progressions(&self.splits))
+    }
+    fn restore_state(&mut self, elements: Vec<Vec<u8>>) -> Result<(), String> {
+        self.splits = decode_progressions(elements)?;
+        Ok(())
     }
 }
 
@@ -212,6 +315,9 @@ pub(crate) struct TextFileSource {
     /// Lines starting at or after this offset belong to the next reader.
     pub(crate) end: u64,
     pub(crate) line: Vec<u8>,
+    /// Byte ranges (next line's offset, end) still to read after this one
+    /// (after a restore that handed this subtask several).
+    pub(crate) rest: std::collections::VecDeque<(u64, u64)>,
 }
 
 const TEXT_READ_BUFFER_BYTES: usize = 1 << 20;
@@ -224,7 +330,24 @@ impl TextFileSource {
             position: 0,
             end: 0,
             line: Vec::new(),
+            rest: std::collections::VecDeque::new(),
         }
+    }
+
+    /// Moves to the next range once the current one is read; false at the end.
+    fn next_range(&mut self) -> Result<bool, String> {
+        while self.position >= self.end {
+            let Some((position, end)) = self.rest.pop_front() else {
+                return Ok(false);
+            };
+            self.position = position;
+            self.end = end;
+            let reader = self.reader.as_mut().expect("opened");
+            reader
+                .seek(SeekFrom::Start(position))
+                .map_err(|e| format!("cannot read '{}': {e}", self.path.display()))?;
+        }
+        Ok(true)
     }
 
     /// The 1-based number of the line starting at `offset`, counted only when
@@ -284,8 +407,28 @@ impl SourceFunction<String> for TextFileSource {
         Ok(())
     }
 
+    fn snapshot_state(&mut self) -> Result<Vec<Vec<u8>>, String> {
+        let current = (self.position < self.end).then_some((self.position, self.end));
+        Ok(current
+            .into_iter()
+            .chain(self.rest.iter().copied())
+            .map(|range| crate::checkpoint::state::encode_element(&range))
+            .collect())
+    }
+
+    fn restore_state(&mut self, elements: Vec<Vec<u8>>) -> Result<(), String> {
+        self.rest = elements
+            .into_iter()
+            .map(|e| crate::checkpoint::state::decode_element::<(u64, u64)>(&e, "file range"))
+            .collect::<Result<_, _>>()?;
+        self.position = 0;
+        self.end = 0;
+        self.next_range()?;
+        Ok(())
+    }
+
     fn poll_next(&mut self) -> Result<SourcePoll<String>, String> {
-        if self.position >= self.end {
+        if self.position >= self.end && !self.next_range()? {
             return Ok(SourcePoll::End);
         }
         let reader = self.reader.as_mut().expect("opened");
@@ -294,7 +437,8 @@ impl SourceFunction<String> for TextFileSource {
             .read_until(b'\n', &mut self.line)
             .map_err(|e| format!("cannot read '{}': {e}", self.path.display()))?;
         if n == 0 {
-            return Ok(SourcePoll::End);
+            self.position = self.end;
+            return self.poll_next();
         }
         let line_start = self.position;
         self.position += n as u64;

@@ -15,6 +15,7 @@
 use std::any::Any;
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,11 +27,16 @@ use rheon_net::segment::SegmentPool;
 use rheon_state::key_group::KeyGroupRange;
 
 use crate::api::functions::OperatorContext;
+use crate::checkpoint::config::CheckpointingMode;
+use crate::checkpoint::state::{OperatorParts, SharedRestore, StateRegistry, TakenOperator};
+use crate::checkpoint::writer::{SnapshotJob, SnapshotWriters};
 use crate::config::EngineConfig;
+use crate::coordinator::messages::{CoordinatorMsg, JobId, Mailbox};
 use crate::error::{TaskError, TaskLocation, TaskResult};
 use crate::graph::execution_graph::{subtask_channels, SubtaskId};
 use crate::graph::job_graph::JobGraph;
 use crate::graph::stream_graph::{NodeBody, NodeId};
+use crate::runtime::barriers::{BarrierStep, Barriers};
 use crate::runtime::sources::{SourceDriver, SourceStep};
 use crate::runtime::timers::{instant_at, now_ms, ProcessingTimeService};
 use crate::runtime::watermark::{ValveOutput, WatermarkValve};
@@ -45,20 +51,53 @@ const SOURCE_BATCH_RECORDS: usize = 256;
 /// busy task adds to its neighbours.
 const YIELD_INTERVAL: Duration = Duration::from_micros(50);
 
+/// What woke an idle input task.
+enum Woke {
+    Input(Result<Option<(usize, Envelope)>, rheon_net::NetError>),
+    Control(TaskControl),
+    Timer,
+}
+
 /// What a task needs from the executor it runs on.
 pub(crate) struct TaskEnv {
     pub(crate) executor: usize,
     pub(crate) pool: SegmentPool,
     pub(crate) connections: Arc<ConnectionManager>,
     pub(crate) config: Arc<EngineConfig>,
+    pub(crate) coordinator: Mailbox<CoordinatorMsg>,
+    pub(crate) snapshots: SnapshotWriters,
 }
 
-/// Counters a finished task reports.
-#[derive(Clone, Copy, Debug, Default)]
+/// What the executor hands a subtask it deploys.
+pub(crate) struct TaskSetup {
+    pub(crate) job: JobId,
+    pub(crate) graph: Arc<JobGraph>,
+    pub(crate) subtask: SubtaskId,
+    pub(crate) attempt: u32,
+    pub(crate) restore: SharedRestore,
+    pub(crate) control: async_channel::Receiver<TaskControl>,
+}
+
+/// Control messages the executor forwards to a running subtask.
+pub(crate) enum TaskControl {
+    /// (Sources) inject a barrier for this checkpoint.
+    TriggerCheckpoint {
+        checkpoint_id: u64,
+        timestamp_ms: u64,
+    },
+    CheckpointComplete {
+        checkpoint_id: u64,
+    },
+}
+
+/// Counters a finished task reports, and what its sinks staged to commit
+/// when the job ends well.
+#[derive(Clone, Debug, Default)]
 pub struct TaskMetrics {
     pub records_in: u64,
     pub records_out: u64,
     pub bytes_out: u64,
+    pub commits: Vec<crate::runtime::file_sink::PendingFile>,
 }
 
 enum Head {
@@ -78,6 +117,19 @@ struct Task {
     valve: WatermarkValve,
     /// Processing-time callbacks of the chain's operators.
     timers: ProcessingTimeService,
+    /// The chain's checkpointed operators.
+    registry: StateRegistry,
+    control: async_channel::Receiver<TaskControl>,
+    barriers: Barriers,
+    job: JobId,
+    attempt: u32,
+    subtask: SubtaskId,
+    head_node: NodeId,
+    head_name: String,
+    checkpoint_root: Option<PathBuf>,
+    env: Rc<TaskEnv>,
+    /// An unaligned snapshot waiting for its in-flight data.
+    unaligned_pending: Option<SnapshotJob>,
 }
 
 fn location(job: &JobGraph, node: NodeId, subtask: u32) -> TaskLocation {
@@ -94,9 +146,13 @@ fn context(
     subtask: u32,
     executor: usize,
     processing_time: &ProcessingTimeService,
+    registry: &StateRegistry,
 ) -> OperatorContext {
     let parallelism = job.node_parallelism[node];
     OperatorContext {
+        node,
+        state: registry.clone(),
+        checkpointing: job.checkpoint.enabled(),
         name: job.stream.nodes[node].name.clone(),
         subtask,
         parallelism,
@@ -114,7 +170,9 @@ pub(crate) fn writer_segments(config: &EngineConfig, channels: usize) -> usize {
         + config.channel.floating_buffers_per_gate as usize
 }
 
-fn build(job: &JobGraph, subtask: SubtaskId, env: &TaskEnv) -> TaskResult<Task> {
+fn build(setup: TaskSetup, env: &Rc<TaskEnv>) -> TaskResult<Task> {
+    let job: &JobGraph = &setup.graph;
+    let subtask = setup.subtask;
     let vertex = &job.vertices[subtask.vertex];
     let head_location = location(job, vertex.head, subtask.index);
     let network_error = |message: String| {
@@ -123,7 +181,7 @@ fn build(job: &JobGraph, subtask: SubtaskId, env: &TaskEnv) -> TaskResult<Task> 
             message,
         })
     };
-    let channels = subtask_channels(job, subtask);
+    let channels = subtask_channels(job, subtask, setup.attempt);
     let channels_in = channels.inputs.len();
     let blocked = Rc::new(Cell::new(false));
 
@@ -162,6 +220,7 @@ fn build(job: &JobGraph, subtask: SubtaskId, env: &TaskEnv) -> TaskResult<Task> 
         subtask: SubtaskId,
         executor: usize,
         timers: &ProcessingTimeService,
+        registry: &StateRegistry,
         writers: &mut HashMap<usize, Box<dyn Any>>,
     ) -> TaskResult<Box<dyn Any>> {
         let mut outs = Vec::new();
@@ -176,6 +235,7 @@ fn build(job: &JobGraph, subtask: SubtaskId, env: &TaskEnv) -> TaskResult<Task> 
                     subtask,
                     executor,
                     timers,
+                    registry,
                     writers,
                 )?);
             } else {
@@ -192,7 +252,7 @@ fn build(job: &JobGraph, subtask: SubtaskId, env: &TaskEnv) -> TaskResult<Task> 
             1 => outs.pop().expect("one output"),
             _ => (ops.fan_out)(outs),
         };
-        let ctx = context(job, node, subtask.index, executor, timers);
+        let ctx = context(job, node, subtask.index, executor, timers, registry);
         let loc = location(job, node, subtask.index);
         match &job.stream.nodes[node].body {
             NodeBody::Source(factory) => Ok(Box::new(factory(&ctx, loc, out))),
@@ -201,12 +261,14 @@ fn build(job: &JobGraph, subtask: SubtaskId, env: &TaskEnv) -> TaskResult<Task> 
     }
 
     let timers = ProcessingTimeService::default();
+    let registry = StateRegistry::default();
     let chain = build_node(
         job,
         vertex.head,
         subtask,
         env.executor,
         &timers,
+        &registry,
         &mut writers,
     )?;
     let head = match &job.stream.nodes[vertex.head].body {
@@ -232,9 +294,17 @@ fn build(job: &JobGraph, subtask: SubtaskId, env: &TaskEnv) -> TaskResult<Task> 
             Head::Input(driver, InputGate::open(endpoints, &env.config.channel))
         }
     };
+    let checkpoints = &job.checkpoint;
     Ok(Task {
         head,
-        head_context: context(job, vertex.head, subtask.index, env.executor, &timers),
+        head_context: context(
+            job,
+            vertex.head,
+            subtask.index,
+            env.executor,
+            &timers,
+            &registry,
+        ),
         timers,
         outputs,
         blocked,
@@ -242,19 +312,37 @@ fn build(job: &JobGraph, subtask: SubtaskId, env: &TaskEnv) -> TaskResult<Task> 
         last_flush: Instant::now(),
         last_yield: Instant::now(),
         valve: WatermarkValve::new(channels_in),
+        registry,
+        control: setup.control,
+        barriers: Barriers::new(
+            channels_in,
+            checkpoints.mode,
+            checkpoints.unaligned && checkpoints.mode == CheckpointingMode::ExactlyOnce,
+            checkpoints.aligned_timeout,
+        ),
+        job: setup.job,
+        attempt: setup.attempt,
+        subtask,
+        head_node: vertex.head,
+        head_name: job.stream.nodes[vertex.head].name.clone(),
+        checkpoint_root: checkpoints.directory.clone(),
+        env: env.clone(),
+        unaligned_pending: None,
     })
 }
 
 /// Builds and runs one subtask to the end of its input.
-pub(crate) async fn run_subtask(
-    job: Arc<JobGraph>,
-    subtask: SubtaskId,
-    env: Rc<TaskEnv>,
-) -> TaskResult<TaskMetrics> {
-    let mut task = build(&job, subtask, &env)?;
+pub(crate) async fn run_subtask(setup: TaskSetup, env: Rc<TaskEnv>) -> TaskResult<TaskMetrics> {
+    let job = setup.graph.clone();
+    let subtask = setup.subtask;
+    let restore = setup.restore.clone();
+    let mut task = build(setup, &env)?;
     let location = location(&job, job.vertices[subtask.vertex].head, subtask.index);
+    if let Some(restore) = &restore {
+        task.restore(restore, &job, &location)?;
+    }
     let records_in = match &mut task.head {
-        Head::Source(_) => task.run_source().await?,
+        Head::Source(_) => task.run_source(restore.as_deref()).await?,
         Head::Input(..) => task.run_input(&location).await?,
     };
     task.end().await?;
@@ -262,10 +350,207 @@ pub(crate) async fn run_subtask(
         records_in,
         records_out: task.outputs.iter().map(|o| o.records_out()).sum(),
         bytes_out: task.outputs.iter().map(|o| o.bytes_out()).sum(),
+        commits: task.registry.final_commits(),
     })
 }
 
 impl Task {
+    /// Restores the chain's operators (and the recorded in-flight data of
+    /// an unaligned checkpoint) before the first record.
+    fn restore(
+        &mut self,
+        restore: &crate::checkpoint::state::RestoreSnapshot,
+        job: &JobGraph,
+        location: &TaskLocation,
+    ) -> TaskResult {
+        let ctx = &self.head_context;
+        if restore.metadata.max_parallelism != job.max_parallelism {
+            return Err(Box::new(TaskError::Checkpoint {
+                location: location.clone(),
+                message: format!(
+                    "checkpoint {} has max parallelism {} but the job has {}; set the job's max parallelism to the checkpoint's",
+                    restore.directory.display(),
+                    restore.metadata.max_parallelism,
+                    job.max_parallelism
+                ),
+            }));
+        }
+        self.registry
+            .restore(restore, ctx.subtask, ctx.parallelism, ctx.key_group_range)?;
+        // In-flight data of an unaligned checkpoint goes first.
+        let head = restore
+            .metadata
+            .operators
+            .iter()
+            .find(|o| o.node as usize == self.head_node);
+        let entries: Vec<_> = head
+            .map(|o| o.channel_state.iter().collect())
+            .unwrap_or_default();
+        if !entries.is_empty() {
+            let parallelism_then = head.map(|o| o.parallelism).unwrap_or(0);
+            if parallelism_then != ctx.parallelism {
+                return Err(Box::new(TaskError::Checkpoint {
+                    location: location.clone(),
+                    message: format!(
+                        "checkpoint {} holds in-flight data of an unaligned checkpoint taken at parallelism {parallelism_then}; restore it at that parallelism (or rescale from an aligned checkpoint or a savepoint)",
+                        restore.directory.display()
+                    ),
+                }));
+            }
+            for entry in entries.into_iter().filter(|e| e.subtask == ctx.subtask) {
+                let Head::Input(driver, _) = &mut self.head else {
+                    break;
+                };
+                for bytes in &entry.buffers {
+                    driver.process_bytes(bytes)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles the control messages that arrived: checkpoint triggers (at
+    /// sources) and completions.
+    async fn poll_control(&mut self) -> TaskResult {
+        while let Ok(message) = self.control.try_recv() {
+            self.handle_control(message).await?;
+        }
+        Ok(())
+    }
+
+    /// The synchronous part of a checkpoint: the source's position and the
+    /// chain's forked state; then the barrier goes out of every writer.
+    /// Returns the snapshot to write (`None` if declined).
+    fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        timestamp_ms: u64,
+        alignment: Duration,
+    ) -> TaskResult<Option<SnapshotJob>> {
+        let started = Instant::now();
+        let mut operators: Vec<TakenOperator> = Vec::new();
+        let mut declined = None;
+        if let Head::Source(driver) = &mut self.head {
+            match driver.snapshot_state() {
+                Ok(operator_state) => operators.push(TakenOperator {
+                    node: self.head_node,
+                    name: self.head_name.clone(),
+                    parts: OperatorParts {
+                        keyed: Vec::new(),
+                        operator_state,
+                    },
+                }),
+                Err(reason) => declined = Some(reason),
+            }
+        }
+        operators.extend(self.registry.snapshot(checkpoint_id)?);
+        let sync_duration = started.elapsed();
+        for output in &self.outputs {
+            output.broadcast_event(Event::CheckpointBarrier {
+                checkpoint_id,
+                timestamp_ms,
+            });
+        }
+        let root = self.checkpoint_root.clone();
+        if let (Some(reason), _) | (None, Err(reason)) = (
+            declined.clone(),
+            root.clone()
+                .ok_or_else(|| "the job has no checkpoint directory".to_string()),
+        ) {
+            self.env
+                .coordinator
+                .send(CoordinatorMsg::DeclineCheckpoint {
+                    job: self.job,
+                    attempt: self.attempt,
+                    checkpoint_id,
+                    subtask: self.subtask,
+                    reason,
+                });
+            return Ok(None);
+        }
+        let directory =
+            root.expect("checked above")
+                .join(rheon_state::checkpoint::checkpoint_dir_name(
+                    checkpoint_id,
+                    false,
+                ));
+        Ok(Some(SnapshotJob {
+            job: self.job,
+            attempt: self.attempt,
+            checkpoint_id,
+            subtask: self.subtask,
+            directory,
+            operators,
+            channel_state: Vec::new(),
+            sync_duration,
+            alignment,
+            started,
+            coordinator: self.env.coordinator.clone(),
+        }))
+    }
+
+    /// Acts on what the barrier handler decided.
+    async fn barrier_step(&mut self, step: BarrierStep) -> TaskResult {
+        match step {
+            BarrierStep::Nothing => {}
+            BarrierStep::Snapshot {
+                checkpoint_id,
+                timestamp_ms,
+            } => {
+                let alignment = self
+                    .barriers
+                    .current
+                    .as_ref()
+                    .map(|a| a.started.elapsed())
+                    .unwrap_or_default();
+                if let Some(job) = self.snapshot(checkpoint_id, timestamp_ms, alignment)? {
+                    self.env.snapshots.submit(job);
+                }
+            }
+            BarrierStep::SnapshotUnaligned {
+                checkpoint_id,
+                timestamp_ms,
+            } => {
+                let alignment = self
+                    .barriers
+                    .current
+                    .as_ref()
+                    .map(|a| a.started.elapsed())
+                    .unwrap_or_default();
+                self.unaligned_pending = self.snapshot(checkpoint_id, timestamp_ms, alignment)?;
+            }
+            BarrierStep::ChannelStateComplete => {
+                let recorded = self.barriers.take_recorded();
+                if let Some(mut job) = self.unaligned_pending.take() {
+                    job.channel_state = recorded;
+                    self.env.snapshots.submit(job);
+                }
+            }
+        }
+        if self.blocked.get() {
+            self.unblock().await?;
+        }
+        Ok(())
+    }
+
+    /// Switches an alignment that outlasted its timeout to unaligned.
+    async fn check_alignment_timeout(&mut self) -> TaskResult {
+        if self
+            .barriers
+            .alignment_deadline()
+            .is_some_and(|d| Instant::now() >= d)
+        {
+            if let Some((checkpoint_id, timestamp_ms)) = self.barriers.switch_to_unaligned() {
+                self.barrier_step(BarrierStep::SnapshotUnaligned {
+                    checkpoint_id,
+                    timestamp_ms,
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn unblock(&self) -> TaskResult {
         for output in &self.outputs {
             output.unblock().await?;
@@ -286,26 +571,33 @@ impl Task {
     }
 
     /// When the task must wake up even without input: the buffer timeout of
-    /// a partial buffer, or the earliest processing-time deadline.
+    /// a partial buffer, the earliest processing-time deadline, or the
+    /// alignment timeout of a checkpoint.
     fn wake_at(&self) -> Option<Instant> {
         let flush = self
             .has_partial()
             .then(|| self.last_flush + self.buffer_timeout);
         let timer = self.timers.next_deadline().map(instant_at);
-        match (flush, timer) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [flush, timer, self.barriers.alignment_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// Fires due processing-time timers and flushes if the buffer timeout
-    /// has passed since the last flush.
+    /// Fires due processing-time timers, handles control messages, and
+    /// flushes if the buffer timeout has passed since the last flush.
     async fn housekeeping(&mut self) -> TaskResult {
         if self.timers.next_deadline().is_some_and(|d| d <= now_ms()) {
             self.timers.fire_due(now_ms())?;
             if self.blocked.get() {
                 self.unblock().await?;
             }
+        }
+        if !self.control.is_empty() {
+            self.poll_control().await?;
+        }
+        if self.barriers.current.is_some() {
+            self.check_alignment_timeout().await?;
         }
         let now = Instant::now();
         if !self.outputs.is_empty() && now.duration_since(self.last_flush) >= self.buffer_timeout {
@@ -326,12 +618,33 @@ impl Task {
         Ok(())
     }
 
-    async fn run_source(&mut self) -> TaskResult<u64> {
+    async fn run_source(
+        &mut self,
+        restore: Option<&crate::checkpoint::state::RestoreSnapshot>,
+    ) -> TaskResult<u64> {
         let Head::Source(driver) = &mut self.head else {
             unreachable!()
         };
         driver.open(&self.head_context)?;
+        if let Some(restore) = restore {
+            let ctx = &self.head_context;
+            let (subtask, parallelism) = (ctx.subtask as usize, ctx.parallelism.max(1) as usize);
+            let share: Vec<Vec<u8>> = restore
+                .metadata
+                .operators
+                .iter()
+                .filter(|o| o.node as usize == self.head_node)
+                .flat_map(|o| o.operator_state.iter())
+                .enumerate()
+                .filter(|(j, _)| j % parallelism == subtask)
+                .map(|(_, e)| e.clone())
+                .collect();
+            driver.restore_state(share)?;
+        }
         loop {
+            if !self.control.is_empty() {
+                self.poll_control().await?;
+            }
             let Head::Source(driver) = &mut self.head else {
                 unreachable!()
             };
@@ -339,14 +652,26 @@ impl Task {
                 SourceStep::More => {}
                 SourceStep::Blocked => self.unblock().await?,
                 SourceStep::Wait(until) => loop {
-                    // Sleep until the source has more, waking for flushes and timers.
+                    // Sleep until the source has more, waking for flushes,
+                    // timers and control messages.
                     let now = Instant::now();
                     if now >= until {
                         break;
                     }
                     let wake = self.wake_at().map_or(until, |w| w.min(until));
                     if wake > now {
-                        glommio::timer::sleep(wake - now).await;
+                        let control = &self.control;
+                        let message = future::or(
+                            async {
+                                glommio::timer::sleep(wake - now).await;
+                                None
+                            },
+                            async { control.recv().await.ok() },
+                        )
+                        .await;
+                        if let Some(message) = message {
+                            self.handle_control(message).await?;
+                        }
                     }
                     self.housekeeping().await?;
                 },
@@ -361,6 +686,37 @@ impl Task {
         Ok(driver.records_out())
     }
 
+    async fn handle_control(&mut self, message: TaskControl) -> TaskResult {
+        match message {
+            TaskControl::TriggerCheckpoint {
+                checkpoint_id,
+                timestamp_ms,
+            } => {
+                if let Some(job) = self.snapshot(checkpoint_id, timestamp_ms, Duration::ZERO)? {
+                    self.env.snapshots.submit(job);
+                }
+            }
+            TaskControl::CheckpointComplete { checkpoint_id } => {
+                self.registry.notify_checkpoint_complete(checkpoint_id)?;
+            }
+        }
+        if self.blocked.get() {
+            self.unblock().await?;
+        }
+        Ok(())
+    }
+
+    /// The next envelope: released ones first, then the gate's.
+    fn try_next_item(&mut self) -> Result<Option<(usize, Envelope)>, rheon_net::NetError> {
+        if let Some(item) = self.barriers.replay.pop_front() {
+            return Ok(Some(item));
+        }
+        let Head::Input(_, gate) = &self.head else {
+            unreachable!()
+        };
+        gate.try_next()
+    }
+
     async fn run_input(&mut self, location: &TaskLocation) -> TaskResult<u64> {
         let net_error = |e: rheon_net::NetError| {
             Box::new(TaskError::Network {
@@ -369,12 +725,10 @@ impl Task {
             })
         };
         loop {
-            let Head::Input(_, gate) = &self.head else {
-                unreachable!()
-            };
-            let mut item = gate.try_next().map_err(net_error)?;
+            let mut item = self.try_next_item().map_err(net_error)?;
             // Out of input: wait for more, waking to flush a partial buffer
-            // when the timeout is due and to fire processing-time timers.
+            // when the timeout is due, to fire processing-time timers and to
+            // handle control messages.
             while item.is_none() {
                 let Head::Input(_, gate) = &self.head else {
                     unreachable!()
@@ -382,27 +736,53 @@ impl Task {
                 if gate.is_finished() {
                     break;
                 }
-                let Some(wake) = self.wake_at() else {
-                    item = gate.next().await.map_err(net_error)?;
-                    break;
-                };
+                let wake = self.wake_at();
                 let now = Instant::now();
-                if wake > now {
-                    let arrived = future::or(async { Some(gate.next().await) }, async {
-                        glommio::timer::sleep(wake - now).await;
-                        None
+                if wake.is_none_or(|w| w > now) {
+                    let control = &self.control;
+                    let woke = future::or(async { Woke::Input(gate.next().await) }, async {
+                        future::or(
+                            async {
+                                match wake {
+                                    Some(w) => glommio::timer::sleep(w - now).await,
+                                    None => future::pending::<()>().await,
+                                }
+                                Woke::Timer
+                            },
+                            async {
+                                match control.recv().await {
+                                    Ok(m) => Woke::Control(m),
+                                    Err(_) => future::pending().await,
+                                }
+                            },
+                        )
+                        .await
                     })
                     .await;
-                    if let Some(result) = arrived {
-                        item = result.map_err(net_error)?;
-                        break;
+                    match woke {
+                        Woke::Input(result) => {
+                            item = result.map_err(net_error)?;
+                            break;
+                        }
+                        Woke::Control(message) => self.handle_control(message).await?,
+                        Woke::Timer => {}
                     }
                 }
                 self.housekeeping().await?;
+                item = self.try_next_item().map_err(net_error)?;
             }
-            match item {
-                None => break,
-                Some((channel, Envelope::Data { buffer, .. })) => {
+            let Some((channel, envelope)) = item else {
+                break;
+            };
+            if self.barriers.is_blocked(channel) {
+                self.barriers.hold(channel, envelope);
+                continue;
+            }
+            match envelope {
+                Envelope::Data { buffer, .. } => {
+                    if self.barriers.is_recording(channel) {
+                        self.barriers.record(channel, buffer.as_bytes().to_vec());
+                    }
                     let mut next = 0;
                     loop {
                         let Head::Input(driver, _) = &mut self.head else {
@@ -419,26 +799,35 @@ impl Task {
                     gate.release(channel, buffer);
                     self.housekeeping_and_yield().await?;
                 }
-                Some((channel, Envelope::Event(Event::Watermark(watermark)))) => {
+                Envelope::Event(Event::Watermark(watermark)) => {
                     if let Some(advanced) = self.valve.on_watermark(channel, watermark) {
                         self.emit_watermark(advanced).await?;
                     }
                 }
-                Some((channel, Envelope::Event(Event::EndOfPartition))) => {
+                Envelope::Event(Event::EndOfPartition) => {
+                    let step = self.barriers.on_end(channel);
+                    self.barrier_step(step).await?;
                     let change = self.valve.on_end(channel);
                     self.apply_valve(change).await?;
                 }
-                Some((channel, Envelope::Event(Event::WatermarkStatus { idle }))) => {
+                Envelope::Event(Event::WatermarkStatus { idle }) => {
                     let change = self.valve.on_status(channel, idle);
                     self.apply_valve(change).await?;
                 }
-                Some((_, Envelope::Event(Event::Cancel))) => {
+                Envelope::Event(Event::CheckpointBarrier {
+                    checkpoint_id,
+                    timestamp_ms,
+                }) => {
+                    let step = self
+                        .barriers
+                        .on_barrier(channel, checkpoint_id, timestamp_ms);
+                    self.barrier_step(step).await?;
+                }
+                Envelope::Event(Event::Cancel) => {
                     return Err(Box::new(TaskError::Cancelled {
                         location: location.clone(),
                     }));
                 }
-                // Checkpoint barriers are handled by the checkpoint layer.
-                Some((_, Envelope::Event(_))) => {}
             }
         }
         let Head::Input(driver, _) = &mut self.head else {

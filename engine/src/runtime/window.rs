@@ -139,7 +139,7 @@ impl WindowAssigner {
 
 /// What a window holds and computes: an accumulator per (key, window).
 pub(crate) trait WindowFunction<K, T, O>: 'static {
-    type Acc: 'static;
+    type Acc: Clone + 'static;
     fn create(&mut self) -> Self::Acc;
     fn add(&mut self, acc: &mut Self::Acc, record: &T);
     /// Combines the accumulators of merging (session) windows, `a` earlier.
@@ -159,7 +159,7 @@ pub(crate) struct AggregateFn<Init, Add, Merge, Res> {
 impl<K, T, O, Acc, Init, Add, Merge, Res> WindowFunction<K, T, O>
     for AggregateFn<Init, Add, Merge, Res>
 where
-    Acc: 'static,
+    Acc: Clone + 'static,
     Init: FnMut() -> Acc + 'static,
     Add: FnMut(&mut Acc, &T) + 'static,
     Merge: FnMut(Acc, Acc) -> Acc + 'static,
@@ -699,6 +699,67 @@ where
         }
         self.fire_timers(now_ms)?;
         self.schedule_next();
+        Ok(())
+    }
+}
+
+impl rheon_net::codec::Codec for TimeWindow {
+    fn encoded_len(&self) -> usize {
+        16
+    }
+    fn encode(&self, out: &mut [u8]) {
+        self.start.encode(out);
+        self.end.encode(&mut out[8..]);
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, rheon_net::codec::DecodeError> {
+        Ok(TimeWindow {
+            start: i64::decode(input)?,
+            end: i64::decode(input)?,
+        })
+    }
+}
+
+/// The window contents are the operator's state; its timers are derived from
+/// them on restore (every open window fires at its end, or at its end plus
+/// the allowed lateness), so they are not stored.
+impl<K, T, O, E, KF, W> crate::checkpoint::state::CheckpointedOperator
+    for WindowOperator<K, T, O, E, KF, W>
+where
+    K: Hash + Eq + Clone + rheon_net::codec::Codec + Send + Sync + 'static,
+    W: WindowFunction<K, T, O>,
+    W::Acc: Clone + rheon_net::codec::Codec + Send + Sync,
+{
+    fn snapshot_state(
+        &mut self,
+        _checkpoint_id: u64,
+        parts: &mut crate::checkpoint::state::OperatorParts,
+    ) -> TaskResult {
+        parts.keyed.push(crate::checkpoint::state::keyed_write(
+            "windows",
+            std::any::type_name::<(K, Vec<(TimeWindow, W::Acc)>)>(),
+            self.state.fork(),
+        ));
+        Ok(())
+    }
+
+    fn restore_state(
+        &mut self,
+        restored: &crate::checkpoint::state::RestoredOperator<'_>,
+    ) -> TaskResult {
+        self.state = restored.keyed_state("windows").map_err(|message| {
+            Box::new(crate::error::TaskError::Checkpoint {
+                location: self.location.clone(),
+                message,
+            })
+        })?;
+        let open: Vec<(u32, K, TimeWindow)> = self
+            .state
+            .iter()
+            .flat_map(|(kg, key, windows)| windows.iter().map(move |(w, _)| (kg, key.clone(), *w)))
+            .collect();
+        for (key_group, key, window) in open {
+            self.add_timer(key_group, &key, window);
+        }
         Ok(())
     }
 }

@@ -50,6 +50,8 @@ pub const BUFFERS_PER_CHANNEL_MAX: u32 = 1 << 12;
 /// Identifies one channel of one job edge: producer subtask -> consumer subtask.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ChannelId {
+    /// The job attempt (restart count): channels of two attempts never meet.
+    pub attempt: u32,
     pub edge: u32,
     pub producer: u32,
     pub consumer: u32,
@@ -248,6 +250,7 @@ mod tests {
     fn pair_created_by_either_side_and_forgotten_when_both_taken() {
         let m = ConnectionManager::new(ChannelConfig::default());
         let id = ChannelId {
+            attempt: 0,
             edge: 1,
             producer: 0,
             consumer: 2,
@@ -264,6 +267,7 @@ mod tests {
     fn taking_a_half_twice_panics() {
         let m = ConnectionManager::new(ChannelConfig::default());
         let id = ChannelId {
+            attempt: 0,
             edge: 0,
             producer: 0,
             consumer: 0,

@@ -4,6 +4,10 @@
 //! the archive, then the entry count. Only the pages of the key groups read are faulted
 //! in, so a restore costs what the restoring subtask owns.
 //!
+//! A file of encoded sections (type tag `codec:...`, see [`super::writer::Encoded`]) is
+//! read with [`SnapshotFile::encoded_section`], which validates the section's rkyv
+//! `Vec<u8>` and hands out the codec's bytes zero-copy; the caller's codec decodes them.
+//!
 //! Rescaling is a restore with another parallelism: [`plan_restore`] picks, for every key
 //! group of the new subtask's range, the one old file that holds it.
 
@@ -13,8 +17,11 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 use rkyv::util::AlignedVec;
+use rkyv::vec::ArchivedVec;
+use rustc_hash::FxHashMap;
 
 use super::format::{self, KeyGroupEntry, Layout};
+use super::writer::{is_encoded_type_tag, ENCODED_TYPE_TAG_PREFIX};
 use super::{ArchivedEntries, ArchivedEntry, RkyvError, SnapshotData, SnapshotMeta};
 use crate::error::SnapshotError;
 use crate::key_group::{check_parallelism, KeyGroupRange};
@@ -200,11 +207,13 @@ impl SnapshotFile {
     ///
     /// The key and value types must be the ones the file was written with (see
     /// [`SnapshotMeta::type_tag`]); other types fail validation or, where their archived
-    /// forms happen to validate, read other values, never undefined behaviour.
+    /// forms happen to validate, read other values, never undefined behaviour. A file of
+    /// encoded sections (type tag `codec:...`) is [`SnapshotError::Incompatible`].
     pub fn access<K: SnapshotData, V: SnapshotData>(
         &self,
         key_group: u32,
     ) -> Result<&[ArchivedEntry<K, V>], SnapshotError> {
+        self.expect_sections(false)?;
         let entry = self.key_group_entry(key_group)?;
         if entry.size_bytes == 0 {
             return Ok(&[]);
@@ -223,6 +232,50 @@ impl SnapshotFile {
             ));
         }
         Ok(archived.as_slice())
+    }
+
+    /// Zero-copy access to the codec-encoded entries of `key_group` in a file of encoded
+    /// sections (type tag `codec:...`): checks the section's CRC-32, validates it as an
+    /// rkyv `ArchivedVec<u8>` and returns its bytes, the [`KeyGroupEntry::entry_count`]
+    /// entries the writer's codec encoded back to back. An empty key group gives an empty
+    /// slice. The bytes are only as aligned as a `Vec<u8>`'s: the section starts 16-aligned
+    /// and the blob at the section's start, but the codec should not rely on it.
+    ///
+    /// Errors: [`SnapshotError::NotInFile`] for a key group outside the file,
+    /// [`SnapshotError::Corrupt`] naming the file and key group for a bad section, and
+    /// [`SnapshotError::Incompatible`] if the type tag does not mark encoded sections.
+    pub fn encoded_section(&self, key_group: u32) -> Result<&[u8], SnapshotError> {
+        self.expect_sections(true)?;
+        let entry = self.key_group_entry(key_group)?;
+        if entry.size_bytes == 0 {
+            return Ok(&[]);
+        }
+        let bytes = self.section(key_group)?;
+        let archived = rkyv::access::<ArchivedVec<u8>, RkyvError>(bytes).map_err(|error| {
+            self.corrupt(key_group, format!("invalid encoded section: {error}"))
+        })?;
+        Ok(archived.as_slice())
+    }
+
+    /// Checks that the file's sections are of the kind being read: encoded (type tag
+    /// `codec:...`) or rkyv entries.
+    fn expect_sections(&self, encoded: bool) -> Result<(), SnapshotError> {
+        let tag = &self.layout.meta.type_tag;
+        if is_encoded_type_tag(tag) == encoded {
+            return Ok(());
+        }
+        let (has, read) = if encoded {
+            ("rkyv entries", "encoded sections")
+        } else {
+            ("encoded sections", "rkyv entries")
+        };
+        Err(SnapshotError::Incompatible {
+            path: self.path.clone(),
+            reason: format!(
+                "its type tag {tag:?} marks {has} (tags starting with \
+                 {ENCODED_TYPE_TAG_PREFIX:?} mark encoded sections), but {read} were read"
+            ),
+        })
     }
 
     /// Zero-copy iteration over the entries of `key_group` as `(&archived key, &archived
@@ -389,21 +442,29 @@ impl<'a> RestorePlan<'a> {
         }
     }
 
-    /// Deserializes every key group of the range into a new [`KeyGroupedMap`].
+    /// Deserializes every key group of the range into a new [`KeyGroupedMap`], each key
+    /// group's map presized from the file's index.
     pub fn read_into_map<K, V>(&self) -> Result<KeyGroupedMap<K, V>, SnapshotError>
     where
         K: SnapshotData + Hash + Eq,
         V: SnapshotData,
     {
-        let mut map = KeyGroupedMap::new(self.range, self.max_parallelism);
         self.will_need();
+        let mut groups = Vec::with_capacity(self.range.len() as usize);
         for (key_group, file) in self.iter() {
-            for entry in file.access::<K, V>(key_group)? {
+            let entries = file.access::<K, V>(key_group)?;
+            let mut group = FxHashMap::with_capacity_and_hasher(entries.len(), Default::default());
+            for entry in entries {
                 let (key, value) = file.deserialize_entry::<K, V>(key_group, entry)?;
-                map.insert(key_group, key, value);
+                group.insert(key, value);
             }
+            groups.push(group);
         }
-        Ok(map)
+        Ok(KeyGroupedMap::from_key_groups(
+            self.range,
+            self.max_parallelism,
+            groups,
+        ))
     }
 }
 

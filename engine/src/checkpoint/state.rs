@@ -1,0 +1,304 @@
+//! The task side of checkpoints: a subtask's registry of checkpointed
+//! operators, the synchronous part of their snapshots, and their restore.
+//!
+//! The synchronous part runs on the task between two records: each operator
+//! forks its keyed state (copy-on-write, O(key groups)) and encodes its small
+//! operator state. The forks travel to the snapshot writer thread, which
+//! writes them while the task goes on.
+//!
+//! Architecture Invariant: a snapshot is taken only between records (never
+//! while the chain runs), so every operator of the task snapshots the same
+//! point of the input; the barrier leaves the task's writers after that.
+
+use std::cell::RefCell;
+use std::hash::Hash;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use rheon_net::codec::Codec;
+use rheon_state::checkpoint::{CheckpointMetadata, OperatorSnapshot};
+use rheon_state::key_group::KeyGroupRange;
+use rheon_state::keyed::{KeyGroupedFork, KeyGroupedMap};
+use rheon_state::snapshot::{plan_restore, SnapshotFile, SnapshotMeta};
+
+use crate::error::TaskResult;
+
+/// Writes one state file at the given path (atomically), off the task.
+pub(crate) type WriteStateFile = Box<dyn FnOnce(&Path) -> Result<(), String> + Send>;
+
+/// The keyed state of one operator, forked, and how to write it.
+pub(crate) struct KeyedWrite {
+    pub(crate) state_name: String,
+    /// Writes the state file at the given path (atomically).
+    pub(crate) write: WriteStateFile,
+}
+
+/// What one operator hands over at a barrier.
+#[derive(Default)]
+pub(crate) struct OperatorParts {
+    pub(crate) keyed: Vec<KeyedWrite>,
+    /// Opaque elements, redistributed round-robin on restore.
+    pub(crate) operator_state: Vec<Vec<u8>>,
+}
+
+/// An operator whose state is part of checkpoints.
+pub(crate) trait CheckpointedOperator {
+    /// The synchronous part of a snapshot: fork keyed state, encode
+    /// operator state. Must be cheap: the task is paused meanwhile.
+    fn snapshot_state(&mut self, checkpoint_id: u64, parts: &mut OperatorParts) -> TaskResult;
+    /// Takes over the state restored for this subtask, before any record.
+    fn restore_state(&mut self, restored: &RestoredOperator<'_>) -> TaskResult;
+    /// Every operator of the job has the checkpoint: make its effects
+    /// visible (sinks commit).
+    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> TaskResult {
+        Ok(())
+    }
+    /// What to commit when the whole job ended well (sinks' last files).
+    fn final_commits(&mut self) -> Vec<crate::runtime::file_sink::PendingFile> {
+        Vec::new()
+    }
+}
+
+struct Registered {
+    node: usize,
+    name: String,
+    operator: Rc<RefCell<dyn CheckpointedOperator>>,
+}
+
+/// The checkpointed operators of one subtask's chain.
+#[derive(Clone, Default)]
+pub(crate) struct StateRegistry(Rc<RefCell<Vec<Registered>>>);
+
+impl std::fmt::Debug for StateRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StateRegistry({} operators)", self.0.borrow().len())
+    }
+}
+
+/// One operator's snapshot of one subtask, before writing.
+pub(crate) struct TakenOperator {
+    pub(crate) node: usize,
+    pub(crate) name: String,
+    pub(crate) parts: OperatorParts,
+}
+
+impl StateRegistry {
+    pub(crate) fn register(
+        &self,
+        node: usize,
+        name: &str,
+        operator: Rc<RefCell<dyn CheckpointedOperator>>,
+    ) {
+        self.0.borrow_mut().push(Registered {
+            node,
+            name: name.to_owned(),
+            operator,
+        });
+    }
+
+    /// The synchronous part of the subtask's snapshot.
+    pub(crate) fn snapshot(&self, checkpoint_id: u64) -> TaskResult<Vec<TakenOperator>> {
+        let registered = self.0.borrow();
+        let mut taken = Vec::with_capacity(registered.len());
+        for r in registered.iter() {
+            let mut parts = OperatorParts::default();
+            r.operator
+                .borrow_mut()
+                .snapshot_state(checkpoint_id, &mut parts)?;
+            taken.push(TakenOperator {
+                node: r.node,
+                name: r.name.clone(),
+                parts,
+            });
+        }
+        Ok(taken)
+    }
+
+    pub(crate) fn notify_checkpoint_complete(&self, checkpoint_id: u64) -> TaskResult {
+        for r in self.0.borrow().iter() {
+            r.operator
+                .borrow_mut()
+                .notify_checkpoint_complete(checkpoint_id)?;
+        }
+        Ok(())
+    }
+
+    /// What the operators staged to commit at the job's end.
+    pub(crate) fn final_commits(&self) -> Vec<crate::runtime::file_sink::PendingFile> {
+        self.0
+            .borrow()
+            .iter()
+            .flat_map(|r| r.operator.borrow_mut().final_commits())
+            .collect()
+    }
+
+    /// Restores every registered operator from `restore`.
+    pub(crate) fn restore(
+        &self,
+        restore: &RestoreSnapshot,
+        subtask: u32,
+        parallelism: u32,
+        key_group_range: KeyGroupRange,
+    ) -> TaskResult {
+        for r in self.0.borrow().iter() {
+            let snapshot = restore
+                .metadata
+                .operators
+                .iter()
+                .find(|o| o.node as usize == r.node);
+            let restored = RestoredOperator {
+                checkpoint_dir: &restore.directory,
+                snapshot,
+                max_parallelism: restore.metadata.max_parallelism,
+                subtask,
+                parallelism,
+                key_group_range,
+            };
+            r.operator.borrow_mut().restore_state(&restored)?;
+        }
+        Ok(())
+    }
+}
+
+/// A completed checkpoint a job restores from.
+#[derive(Debug)]
+pub struct RestoreSnapshot {
+    pub(crate) directory: PathBuf,
+    pub(crate) metadata: CheckpointMetadata,
+}
+
+/// What one operator of one subtask restores from.
+pub(crate) struct RestoredOperator<'a> {
+    checkpoint_dir: &'a Path,
+    snapshot: Option<&'a OperatorSnapshot>,
+    max_parallelism: u32,
+    subtask: u32,
+    parallelism: u32,
+    key_group_range: KeyGroupRange,
+}
+
+impl RestoredOperator<'_> {
+    /// This subtask's share of the operator state: element j of the
+    /// checkpoint's elements (all old subtasks, in order) goes to subtask
+    /// `j % parallelism`.
+    pub(crate) fn operator_state(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let (subtask, parallelism) = (self.subtask as usize, self.parallelism.max(1) as usize);
+        self.snapshot
+            .into_iter()
+            .flat_map(|s| s.operator_state.iter())
+            .enumerate()
+            .filter(move |(j, _)| j % parallelism == subtask)
+            .map(|(_, e)| e.as_slice())
+    }
+
+    /// The keyed state `name` for this subtask's key groups, read from the
+    /// files of every old subtask (rescaling takes whole key groups). An
+    /// operator the checkpoint does not know, or a state it did not have,
+    /// restores empty.
+    pub(crate) fn keyed_state<K, V>(&self, name: &str) -> Result<KeyGroupedMap<K, V>, String>
+    where
+        K: Codec + Hash + Eq + Clone,
+        V: Codec + Clone,
+    {
+        let mut map = KeyGroupedMap::new(self.key_group_range, self.max_parallelism);
+        let Some(files) = self
+            .snapshot
+            .and_then(|s| s.keyed_states.iter().find(|k| k.name == name))
+        else {
+            return Ok(map);
+        };
+        if self.key_group_range.is_empty() {
+            return Ok(map);
+        }
+        let opened = files
+            .files
+            .iter()
+            .map(|f| SnapshotFile::open(self.checkpoint_dir.join(f)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let plan = plan_restore(&opened, self.max_parallelism, self.key_group_range)
+            .map_err(|e| e.to_string())?;
+        plan.will_need();
+        for (key_group, file) in plan.iter() {
+            let mut bytes = file.encoded_section(key_group).map_err(|e| e.to_string())?;
+            let count = file
+                .key_group_entry(key_group)
+                .map_err(|e| e.to_string())?
+                .entry_count;
+            for i in 0..count {
+                let decode_error = |e: rheon_net::codec::DecodeError| {
+                    format!(
+                        "snapshot file {} is corrupt in key group {key_group}: entry {i} of {count} does not decode: {e}",
+                        file.path().display()
+                    )
+                };
+                let key = K::decode(&mut bytes).map_err(decode_error)?;
+                let value = V::decode(&mut bytes).map_err(decode_error)?;
+                map.insert(key_group, key, value);
+            }
+        }
+        Ok(map)
+    }
+}
+
+/// The asynchronous part of writing a keyed state: the fork, encoded key
+/// group by key group into one reused buffer, each key group released as
+/// soon as it is written (so the task's next write to it does not copy).
+pub(crate) fn keyed_write<K, V>(
+    state_name: &str,
+    type_tag: &'static str,
+    mut fork: KeyGroupedFork<K, V>,
+) -> KeyedWrite
+where
+    K: Codec + Send + Sync + 'static,
+    V: Codec + Send + Sync + 'static,
+{
+    let name = state_name.to_owned();
+    KeyedWrite {
+        state_name: state_name.to_owned(),
+        write: Box::new(move |path: &Path| {
+            let range = fork.key_group_range();
+            let meta = SnapshotMeta::new(
+                name,
+                format!("codec:{type_tag}"),
+                fork.max_parallelism(),
+                range,
+            );
+            let mut buffer = Vec::new();
+            rheon_state::snapshot::writer::write_encoded_atomically(path, meta, |mut writer| {
+                for key_group in range {
+                    buffer.clear();
+                    let mut count = 0u64;
+                    for (k, v) in fork.key_group(key_group) {
+                        let start = buffer.len();
+                        buffer.resize(start + k.encoded_len() + v.encoded_len(), 0);
+                        k.encode(&mut buffer[start..]);
+                        v.encode(&mut buffer[start + k.encoded_len()..]);
+                        count += 1;
+                    }
+                    writer.write_key_group_encoded(key_group, count, &buffer)?;
+                    fork.release(key_group);
+                }
+                writer.finish()
+            })
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        }),
+    }
+}
+
+/// Encodes one operator-state element.
+pub(crate) fn encode_element<T: Codec>(value: &T) -> Vec<u8> {
+    let mut bytes = vec![0; value.encoded_len()];
+    value.encode(&mut bytes);
+    bytes
+}
+
+/// Decodes one operator-state element, naming `what` in the error.
+pub(crate) fn decode_element<T: Codec>(mut bytes: &[u8], what: &str) -> Result<T, String> {
+    T::decode(&mut bytes).map_err(|e| format!("the checkpointed {what} does not decode: {e}"))
+}
+
+/// A shared handle on a restore, cheap to hand to every subtask.
+pub(crate) type SharedRestore = Option<Arc<RestoreSnapshot>>;

@@ -1,0 +1,137 @@
+//! The snapshot writers: threads of the process that write what tasks forked
+//! at a barrier (the asynchronous part of a checkpoint) and acknowledge it to
+//! the coordinator with the state's file names.
+//!
+//! Writers are plain threads, not executors: writing is file I/O plus
+//! encoding, and running it beside the pinned executors keeps it off every
+//! task's processing path (the task only forks, in O(key groups)).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::checkpoint::state::TakenOperator;
+use crate::coordinator::messages::{
+    AckedOperator, CoordinatorMsg, JobId, Mailbox, SubtaskCheckpoint,
+};
+use crate::graph::execution_graph::SubtaskId;
+
+/// One subtask's snapshot, to be written.
+pub(crate) struct SnapshotJob {
+    pub(crate) job: JobId,
+    pub(crate) attempt: u32,
+    pub(crate) checkpoint_id: u64,
+    pub(crate) subtask: SubtaskId,
+    /// The checkpoint's directory (`ROOT/chk-N`).
+    pub(crate) directory: PathBuf,
+    pub(crate) operators: Vec<TakenOperator>,
+    /// In-flight buffers of an unaligned checkpoint, per input channel.
+    pub(crate) channel_state: Vec<(u32, Vec<Vec<u8>>)>,
+    pub(crate) sync_duration: Duration,
+    pub(crate) alignment: Duration,
+    pub(crate) started: Instant,
+    pub(crate) coordinator: Mailbox<CoordinatorMsg>,
+}
+
+/// Where tasks hand their snapshots; clones share the writer threads.
+#[derive(Clone)]
+pub(crate) struct SnapshotWriters {
+    jobs: async_channel::Sender<SnapshotJob>,
+}
+
+impl SnapshotWriters {
+    /// Starts `threads` writer threads; they end when every handle is dropped.
+    pub(crate) fn start(threads: usize) -> std::io::Result<Self> {
+        let (tx, rx) = async_channel::unbounded::<SnapshotJob>();
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("rheon-snapshot-{i}"))
+                .spawn(move || {
+                    while let Ok(job) = rx.recv_blocking() {
+                        write_one(job);
+                    }
+                })?;
+        }
+        Ok(SnapshotWriters { jobs: tx })
+    }
+
+    pub(crate) fn submit(&self, job: SnapshotJob) {
+        // The threads live as long as any sender: the send cannot fail.
+        let _ = self.jobs.try_send(job);
+    }
+}
+
+/// File name of one keyed state of one subtask inside the checkpoint directory.
+fn state_file_name(node: usize, state: &str, subtask: u32) -> String {
+    let state: String = state
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("op{node}-{state}-{subtask}.snap")
+}
+
+fn write_one(job: SnapshotJob) {
+    let result = write_files(&job.directory, job.subtask.index, job.operators);
+    let message = match result {
+        Ok((operators, bytes)) => CoordinatorMsg::AcknowledgeCheckpoint {
+            job: job.job,
+            attempt: job.attempt,
+            checkpoint_id: job.checkpoint_id,
+            subtask: job.subtask,
+            state: SubtaskCheckpoint {
+                operators,
+                channel_state: job.channel_state,
+                sync_duration: job.sync_duration,
+                alignment: job.alignment,
+                async_duration: job.started.elapsed(),
+                bytes,
+            },
+        },
+        Err(reason) => CoordinatorMsg::DeclineCheckpoint {
+            job: job.job,
+            attempt: job.attempt,
+            checkpoint_id: job.checkpoint_id,
+            subtask: job.subtask,
+            reason,
+        },
+    };
+    job.coordinator.send(message);
+}
+
+fn write_files(
+    directory: &Path,
+    subtask: u32,
+    operators: Vec<TakenOperator>,
+) -> Result<(Vec<AckedOperator>, u64), String> {
+    std::fs::create_dir_all(directory).map_err(|e| {
+        format!(
+            "cannot create checkpoint directory {}: {e}",
+            directory.display()
+        )
+    })?;
+    let mut acked = Vec::with_capacity(operators.len());
+    let mut bytes = 0u64;
+    for operator in operators {
+        let mut keyed = Vec::with_capacity(operator.parts.keyed.len());
+        for state in operator.parts.keyed {
+            let file = state_file_name(operator.node, &state.state_name, subtask);
+            let path = directory.join(&file);
+            (state.write)(&path)?;
+            bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            keyed.push((state.state_name, file));
+        }
+        bytes += operator
+            .parts
+            .operator_state
+            .iter()
+            .map(|e| e.len() as u64)
+            .sum::<u64>();
+        acked.push(AckedOperator {
+            node: operator.node,
+            name: operator.name,
+            keyed,
+            operator_state: operator.parts.operator_state,
+        });
+    }
+    Ok((acked, bytes))
+}

@@ -1,0 +1,219 @@
+//! Checking a checkpoint before restoring from it: [`verify`] reads `_metadata`, opens
+//! every state file it names (validating header, index and footer), checks every key
+//! group's checksum and that each keyed state's files fit together; [`latest_valid`]
+//! picks the newest checkpoint that verifies.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::error::CheckpointError;
+use super::layout::{list_completed, parse_checkpoint_dir_name, scan};
+use super::metadata::{
+    read_metadata, CheckpointMetadata, KeyedStateFiles, OperatorSnapshot, METADATA_FILE_NAME,
+};
+use crate::error::SnapshotError;
+use crate::key_group::KeyGroupRange;
+use crate::snapshot::{plan_restore, SnapshotFile};
+
+/// What a path given to [`latest_valid`] or `inspect_checkpoint` names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// One checkpoint directory.
+    Checkpoint(PathBuf),
+    /// A root holding checkpoint directories.
+    Root(PathBuf),
+}
+
+/// A checkpoint directory if `path` is a `_metadata` file, holds one, or is named
+/// `chk-<id>`/`savepoint-<id>`; otherwise a root.
+pub(crate) fn classify(path: &Path) -> Target {
+    if path.file_name() == Some(METADATA_FILE_NAME.as_ref()) && path.is_file() {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        return Target::Checkpoint(dir.to_path_buf());
+    }
+    let named = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .and_then(parse_checkpoint_dir_name)
+        .is_some();
+    if named || path.join(METADATA_FILE_NAME).is_file() {
+        Target::Checkpoint(path.to_path_buf())
+    } else {
+        Target::Root(path.to_path_buf())
+    }
+}
+
+/// Reads the metadata of `checkpoint_dir`, opens every state file it names with
+/// [`SnapshotFile::open`] and checks every key group's CRC-32, and checks that the files
+/// of each keyed state have the metadata's max parallelism and the state's name, agree on
+/// the type tag, and together hold every key group exactly once (so a restore at any
+/// parallelism finds each key group). Also checks that a directory named
+/// `chk-<id>`/`savepoint-<id>` holds that checkpoint's metadata. Returns the metadata;
+/// the first problem is an error naming the file (and the key group).
+pub fn verify(checkpoint_dir: &Path) -> Result<CheckpointMetadata, CheckpointError> {
+    let metadata = read_metadata(checkpoint_dir)?;
+    check_dir_name(checkpoint_dir, &metadata)?;
+    for operator in &metadata.operators {
+        for state in &operator.keyed_states {
+            verify_keyed_state(checkpoint_dir, &metadata, operator, state)?;
+        }
+    }
+    Ok(metadata)
+}
+
+fn check_dir_name(dir: &Path, metadata: &CheckpointMetadata) -> Result<(), CheckpointError> {
+    let named = dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .and_then(parse_checkpoint_dir_name);
+    match named {
+        Some((id, savepoint))
+            if (id, savepoint) != (metadata.checkpoint_id, metadata.savepoint) =>
+        {
+            Err(CheckpointError::Corrupt {
+                path: dir.join(METADATA_FILE_NAME),
+                reason: format!(
+                    "the directory is named for {}, the metadata is of {}",
+                    describe(id, savepoint),
+                    describe(metadata.checkpoint_id, metadata.savepoint)
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+fn describe(id: u64, savepoint: bool) -> String {
+    if savepoint {
+        format!("savepoint {id}")
+    } else {
+        format!("checkpoint {id}")
+    }
+}
+
+/// Opens one state file; a missing file is [`CheckpointError::MissingStateFile`].
+pub(crate) fn open_state_file(
+    dir: &Path,
+    operator: &OperatorSnapshot,
+    state: &KeyedStateFiles,
+    file: &str,
+) -> Result<SnapshotFile, CheckpointError> {
+    let path = dir.join(file);
+    SnapshotFile::open(&path).map_err(|error| match error {
+        SnapshotError::Io { error, .. } if error.kind() == io::ErrorKind::NotFound => {
+            CheckpointError::MissingStateFile {
+                path,
+                node: operator.node,
+                operator: operator.name.clone(),
+                state: state.name.clone(),
+            }
+        }
+        error => state_error(operator, state, error),
+    })
+}
+
+pub(crate) fn state_error(
+    operator: &OperatorSnapshot,
+    state: &KeyedStateFiles,
+    error: SnapshotError,
+) -> CheckpointError {
+    CheckpointError::StateFile {
+        node: operator.node,
+        operator: operator.name.clone(),
+        state: state.name.clone(),
+        error,
+    }
+}
+
+/// Whether a state file's header names the state and max parallelism the metadata
+/// gives; `Some(reason)` if not.
+pub(crate) fn header_mismatch(
+    file: &SnapshotFile,
+    state: &KeyedStateFiles,
+    max_parallelism: u32,
+) -> Option<String> {
+    let meta = file.meta();
+    if meta.state_name != state.name {
+        Some(format!(
+            "it holds state {:?}, the checkpoint metadata names state {:?}",
+            meta.state_name, state.name
+        ))
+    } else if meta.max_parallelism != max_parallelism {
+        Some(format!(
+            "max parallelism {}, the checkpoint metadata has {max_parallelism}",
+            meta.max_parallelism
+        ))
+    } else {
+        None
+    }
+}
+
+fn verify_keyed_state(
+    dir: &Path,
+    metadata: &CheckpointMetadata,
+    operator: &OperatorSnapshot,
+    state: &KeyedStateFiles,
+) -> Result<(), CheckpointError> {
+    let mut files = Vec::with_capacity(state.files.len());
+    for name in &state.files {
+        let file = open_state_file(dir, operator, state, name)?;
+        if let Some(reason) = header_mismatch(&file, state, metadata.max_parallelism) {
+            let path = file.path().to_path_buf();
+            return Err(state_error(
+                operator,
+                state,
+                SnapshotError::Incompatible { path, reason },
+            ));
+        }
+        for entry in file.index() {
+            file.section(entry.key_group)
+                .map_err(|error| state_error(operator, state, error))?;
+        }
+        files.push(file);
+    }
+    // `check` keeps max parallelism in 1..=MAX_PARALLELISM_BOUND, as `plan_restore` needs.
+    let all = KeyGroupRange::new(0, metadata.max_parallelism - 1);
+    plan_restore(&files, metadata.max_parallelism, all)
+        .map_err(|error| state_error(operator, state, error))?;
+    Ok(())
+}
+
+/// The checkpoint to restore from. Given a checkpoint directory (one that holds
+/// `_metadata` or is named `chk-<id>`/`savepoint-<id>`, or its `_metadata` file), it
+/// [`verify`]s just that one and fails with its error. Given a root, it tries the
+/// completed checkpoints and savepoints newest first and returns the first that
+/// verifies, its metadata, and the newer ones it skipped with why; if none verifies, the
+/// error lists every one tried.
+///
+/// Every failure makes it fall back, I/O errors included: check
+/// [`CheckpointError::is_io`] on the skipped ones to tell a retryable read failure from
+/// corruption.
+// The tuple is the interface the engine was promised; its parts are documented above.
+#[allow(clippy::type_complexity)]
+pub fn latest_valid(
+    root_or_checkpoint_dir: &Path,
+) -> Result<(PathBuf, CheckpointMetadata, Vec<(PathBuf, CheckpointError)>), CheckpointError> {
+    let root = match classify(root_or_checkpoint_dir) {
+        Target::Checkpoint(dir) => {
+            let metadata = verify(&dir)?;
+            return Ok((dir, metadata, Vec::new()));
+        }
+        Target::Root(root) => root,
+    };
+    let mut skipped = Vec::new();
+    for (_, dir) in list_completed(&root)? {
+        match verify(&dir) {
+            Ok(metadata) => return Ok((dir, metadata, skipped)),
+            Err(error) => skipped.push((dir, error)),
+        }
+    }
+    let incomplete = scan(&root)?
+        .iter()
+        .filter(|entry| entry.is_dir && !entry.complete)
+        .count();
+    Err(CheckpointError::NoValidCheckpoint {
+        root,
+        tried: skipped,
+        incomplete,
+    })
+}
