@@ -212,7 +212,7 @@ fn run() -> Result<()> {
             restart,
             retained,
             &engine,
-        ),
+        )?,
         Command::Checkpoint { action, dir } => {
             if action != "inspect" {
                 bail!("unknown checkpoint action '{action}': expected 'inspect'");
@@ -223,7 +223,6 @@ fn run() -> Result<()> {
             if !report.is_ok() {
                 bail!("checkpoint {} is damaged (see above)", dir.display());
             }
-            Ok(())
         }
         Command::Wordcount {
             file,
