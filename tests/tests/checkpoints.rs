@@ -5,13 +5,14 @@
 //! failure-free run's exactly.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rheon::jobs::windowed_sums::{build, committed_lines};
 use rheon::{CheckpointConfig, EngineConfig, JobOutcome, RestartStrategy, StreamEnv};
+use rheon_tests::{rheon_binary, TempDir};
 
 /// Events per run: small in CI, larger with `RHEON_CHECKPOINT_TEST_EVENTS`.
 fn events() -> u64 {
@@ -21,26 +22,20 @@ fn events() -> u64 {
         .unwrap_or(60_000)
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rheon-ckpt-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// The failure-free output, computed once.
 fn expected() -> &'static Vec<String> {
     static EXPECTED: OnceLock<Vec<String>> = OnceLock::new();
     EXPECTED.get_or_init(|| {
-        let dir = temp_dir("expected");
+        let dir = TempDir::new("ckpt-expected");
+        let dir = dir.path();
         let env = StreamEnv::new(
             EngineConfig::default()
                 .with_executors(2)
                 .with_parallelism(2),
         );
-        build(&env, events(), None, &dir, |_| {});
+        build(&env, events(), None, dir, |_| {});
         env.execute("expected").expect("failure-free run");
-        let lines = committed_lines(&dir).unwrap();
+        let lines = committed_lines(dir).unwrap();
         assert!(lines.len() > 1000, "{} rows", lines.len());
         lines
     })
@@ -85,8 +80,10 @@ fn at(fraction: f64) -> u64 {
 
 #[test]
 fn injected_task_failures_commit_exactly_the_failure_free_output() {
-    let output = temp_dir("failing-out");
-    let checkpoints = temp_dir("failing-chk");
+    let output_dir = TempDir::new("ckpt-failing-out");
+    let output = output_dir.path().to_path_buf();
+    let checkpoints_dir = TempDir::new("ckpt-failing-chk");
+    let checkpoints = checkpoints_dir.path().to_path_buf();
     let failures = [at(0.15), at(0.35), at(0.37), at(0.66)];
     let outcome = run(&Run {
         parallelism: 2,
@@ -115,8 +112,10 @@ fn injected_task_failures_commit_exactly_the_failure_free_output() {
 
 #[test]
 fn rescaling_2_to_3_to_1_through_retained_checkpoints() {
-    let output = temp_dir("rescale-out");
-    let checkpoints = temp_dir("rescale-chk");
+    let output_dir = TempDir::new("ckpt-rescale-out");
+    let output = output_dir.path().to_path_buf();
+    let checkpoints_dir = TempDir::new("ckpt-rescale-chk");
+    let checkpoints = checkpoints_dir.path().to_path_buf();
     let stop = |p: u32, failure: u64, restore: bool| {
         let result = run(&Run {
             parallelism: p,
@@ -154,8 +153,10 @@ fn rescaling_2_to_3_to_1_through_retained_checkpoints() {
 
 #[test]
 fn a_corrupt_newest_checkpoint_falls_back_to_an_older_one() {
-    let output = temp_dir("corrupt-out");
-    let checkpoints = temp_dir("corrupt-chk");
+    let output_dir = TempDir::new("ckpt-corrupt-out");
+    let output = output_dir.path().to_path_buf();
+    let checkpoints_dir = TempDir::new("ckpt-corrupt-chk");
+    let checkpoints = checkpoints_dir.path().to_path_buf();
     let result = run(&Run {
         parallelism: 2,
         failures: &[at(0.5)],
@@ -208,32 +209,12 @@ fn a_corrupt_newest_checkpoint_falls_back_to_an_older_one() {
     assert_eq!(distinct.len(), expected.len(), "every row committed");
 }
 
-/// Builds `rheon-tools` and returns the path of the `rheon` binary.
-fn rheon_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "-q", "-p", "rheon-tools", "--manifest-path"]);
-        build.arg(workspace.join("Cargo.toml"));
-        if !cfg!(debug_assertions) {
-            build.arg("--release");
-        }
-        assert!(
-            build.status().unwrap().success(),
-            "cargo build -p rheon-tools failed"
-        );
-        let exe = std::env::current_exe().unwrap();
-        let binary = exe.parent().and_then(Path::parent).unwrap().join("rheon");
-        assert!(binary.is_file(), "{} was not built", binary.display());
-        binary
-    })
-}
-
 #[test]
 fn sigkill_then_restore_from_the_checkpoint_directory() {
-    let output = temp_dir("kill-out");
-    let checkpoints = temp_dir("kill-chk");
+    let output_dir = TempDir::new("ckpt-kill-out");
+    let output = output_dir.path().to_path_buf();
+    let checkpoints_dir = TempDir::new("ckpt-kill-chk");
+    let checkpoints = checkpoints_dir.path().to_path_buf();
     let records = events().to_string();
     let args = |restore: bool| {
         let mut a = vec![

@@ -3,40 +3,9 @@
 //! it once with cargo (a no-op when it is up to date) in the same target
 //! directory.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-use rheon_tests::{read_word_count_output, reference_word_count, TempDir};
-
-/// Builds `rheon-tools` and returns the path of the `rheon` binary.
-fn rheon_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("the tests crate is inside the workspace");
-        // Build with the profile this test was built with, so a release test
-        // run reuses its release artifacts instead of compiling everything again.
-        let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "-q", "-p", "rheon-tools", "--manifest-path"]);
-        build.arg(workspace.join("Cargo.toml"));
-        if !cfg!(debug_assertions) {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build");
-        assert!(status.success(), "cargo build -p rheon-tools failed");
-        // Test binaries are in <target>/<profile>/deps; the command one level up.
-        let exe = std::env::current_exe().expect("test binary path");
-        let binary = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/debug")
-            .join("rheon");
-        assert!(binary.is_file(), "{} was not built", binary.display());
-        binary
-    })
-}
+use rheon_tests::{read_word_count_output, reference_word_count, rheon_binary, TempDir};
 
 fn rheon(args: &[&str]) -> Output {
     Command::new(rheon_binary())

@@ -35,6 +35,21 @@ pub struct OperatorContext {
     pub(crate) processing_time: ProcessingTimeService,
 }
 
+impl OperatorContext {
+    /// Registers an operator's state with the subtask's checkpoints and
+    /// returns the chain's handle on it.
+    pub(crate) fn checkpointed<C>(
+        &self,
+        operator: std::rc::Rc<std::cell::RefCell<C>>,
+    ) -> crate::runtime::collector::Shared<C>
+    where
+        C: crate::checkpoint::state::CheckpointedOperator + 'static,
+    {
+        self.state.register(self.node, &self.name, operator.clone());
+        crate::runtime::collector::Shared(operator)
+    }
+}
+
 /// What a source returns when polled.
 pub enum SourcePoll<T> {
     /// The next record.

@@ -22,7 +22,7 @@ use crate::graph::stream_graph::{
     downcast_collector, type_ops, Data, KeyHashFn, NodeBody, NodeId, OperatorFactory, Partitioning,
     StreamEdge, StreamGraph,
 };
-use crate::runtime::collector::{BoxCollector, Collector, Emitter, Shared};
+use crate::runtime::collector::{BoxCollector, Collector, Emitter};
 use crate::runtime::file_sink::{prepare_directory, ExactlyOnceFileSink};
 use crate::runtime::operators::{
     CollectSink, DiscardSink, Filter, FlatMap, KeyedReduce, KeyedSum, LineSink, Map, Transform,
@@ -333,8 +333,7 @@ impl<T: Data> DataStream<T> {
                     ctx.checkpointing,
                     location,
                 )));
-                ctx.state.register(ctx.node, &ctx.name, sink.clone());
-                Ok(Shared(sink))
+                Ok(ctx.checkpointed(sink))
             }),
         )
     }
@@ -499,8 +498,7 @@ where
                         out,
                         location,
                     }));
-                    ctx.state.register(ctx.node, &ctx.name, op.clone());
-                    Ok(Shared(op))
+                    Ok(ctx.checkpointed(op))
                 }),
             )
             .checkpointable()
@@ -528,8 +526,7 @@ where
                         out,
                         location,
                     }));
-                    ctx.state.register(ctx.node, &ctx.name, op.clone());
-                    Ok(Shared(op))
+                    Ok(ctx.checkpointed(op))
                 }),
             )
             .checkpointable()
@@ -813,8 +810,7 @@ where
                             out,
                             location,
                         );
-                        ctx.state.register(ctx.node, &ctx.name, op.0.clone());
-                        Ok(op)
+                        Ok(ctx.checkpointed(op.0))
                     }),
                 )
                 .checkpointable();
@@ -835,8 +831,7 @@ where
                     out,
                     location,
                 );
-                ctx.state.register(ctx.node, &ctx.name, op.0.clone());
-                Ok(op)
+                Ok(ctx.checkpointed(op.0))
             }),
         );
         let both = both.checkpointable();

@@ -89,7 +89,7 @@ impl CheckpointCoordinator {
         })
     }
 
-    pub(crate) fn root(&self) -> &PathBuf {
+    pub(crate) fn root(&self) -> &std::path::Path {
         &self.root
     }
 
@@ -208,7 +208,7 @@ impl CheckpointCoordinator {
                 }
                 vec![CheckpointAction::Completed { checkpoint_id }]
             }
-            Err(reason) => self.count_failure(now, reason),
+            Err(reason) => self.count_failure(reason),
         }
     }
 
@@ -244,10 +244,10 @@ impl CheckpointCoordinator {
         // The files written so far are garbage; the next subsumption or a
         // restart's id choice never reuses them.
         let _ = std::fs::remove_dir_all(self.root.join(checkpoint_dir_name(checkpoint_id, false)));
-        self.count_failure(now, reason)
+        self.count_failure(reason)
     }
 
-    fn count_failure(&mut self, _now: Instant, reason: String) -> Vec<CheckpointAction> {
+    fn count_failure(&mut self, reason: String) -> Vec<CheckpointAction> {
         self.failures_in_row += 1;
         eprintln!("rheon: {reason}");
         if self.failures_in_row > self.config.tolerable_failures {

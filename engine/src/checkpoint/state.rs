@@ -183,13 +183,11 @@ impl RestoredOperator<'_> {
     /// checkpoint's elements (all old subtasks, in order) goes to subtask
     /// `j % parallelism`.
     pub(crate) fn operator_state(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        let (subtask, parallelism) = (self.subtask as usize, self.parallelism.max(1) as usize);
-        self.snapshot
+        let elements = self
+            .snapshot
             .into_iter()
-            .flat_map(|s| s.operator_state.iter())
-            .enumerate()
-            .filter(move |(j, _)| j % parallelism == subtask)
-            .map(|(_, e)| e.as_slice())
+            .flat_map(|s| s.operator_state.iter());
+        share_of(elements, self.subtask, self.parallelism)
     }
 
     /// The keyed state `name` for this subtask's key groups, read from the
@@ -240,6 +238,20 @@ impl RestoredOperator<'_> {
         }
         Ok(map)
     }
+}
+
+/// Subtask `subtask`'s share of a checkpoint's operator-state elements (all
+/// old subtasks', in order): element j goes to subtask `j % parallelism`.
+pub(crate) fn share_of<'a>(
+    elements: impl Iterator<Item = &'a Vec<u8>> + 'a,
+    subtask: u32,
+    parallelism: u32,
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let (subtask, parallelism) = (subtask as usize, parallelism.max(1) as usize);
+    elements
+        .enumerate()
+        .filter(move |(j, _)| j % parallelism == subtask)
+        .map(|(_, e)| e.as_slice())
 }
 
 /// The asynchronous part of writing a keyed state: the fork, encoded key

@@ -184,11 +184,7 @@ impl JobMaster {
         }
         if self.tasks.values().all(|t| t.done) {
             match self.phase {
-                Phase::Restarting => {
-                    let delay = self.ready_at.take().map(|d| d - Instant::now());
-                    self.ready_at = Some(Instant::now() + delay.unwrap_or_default());
-                    commands.extend(self.on_tick(Instant::now()));
-                }
+                Phase::Restarting => commands.extend(self.on_tick(Instant::now())),
                 _ => commands.extend(self.finish()),
             }
         }
@@ -212,7 +208,6 @@ impl JobMaster {
                     self.restart.restarts()
                 );
                 self.phase = Phase::Restarting;
-                // Relative until every task is down; see on_task_state.
                 self.ready_at = Some(Instant::now() + delay);
             }
             None => {

@@ -45,16 +45,19 @@ pub(crate) struct Alignment {
 pub(crate) enum BarrierStep {
     Nothing,
     /// Take the snapshot now and forward the barrier; the checkpoint is
-    /// complete at this gate (aligned, at-least-once).
+    /// complete at this gate (aligned, at-least-once). `alignment`: from the
+    /// first barrier to now.
     Snapshot {
         checkpoint_id: u64,
         timestamp_ms: u64,
+        alignment: Duration,
     },
     /// Take the snapshot now and forward the barrier; in-flight data follows
-    /// (unaligned, first barrier).
+    /// (unaligned: the first barrier, or an alignment that timed out).
     SnapshotUnaligned {
         checkpoint_id: u64,
         timestamp_ms: u64,
+        alignment: Duration,
     },
     /// Every channel's barrier arrived after an unaligned snapshot: the
     /// recorded data is complete.
@@ -131,13 +134,17 @@ impl Barriers {
     }
 
     /// The alignment timed out: switch it to unaligned. Returns the
-    /// checkpoint to snapshot now.
-    pub(crate) fn switch_to_unaligned(&mut self) -> Option<(u64, u64)> {
+    /// snapshot to take now.
+    pub(crate) fn switch_to_unaligned(&mut self) -> Option<BarrierStep> {
         let a = self.current.as_mut()?;
         a.taken = true;
-        let id = (a.checkpoint_id, a.timestamp_ms);
+        let step = BarrierStep::SnapshotUnaligned {
+            checkpoint_id: a.checkpoint_id,
+            timestamp_ms: a.timestamp_ms,
+            alignment: a.started.elapsed(),
+        };
         self.release_held();
-        Some(id)
+        Some(step)
     }
 
     /// A barrier for `checkpoint_id` arrived on `channel`.
@@ -192,12 +199,13 @@ impl Barriers {
         let unaligned = self.unaligned;
         let a = self.current.as_mut().expect("an alignment");
         let all = a.count == a.arrived.len();
-        let (id, ts) = (a.checkpoint_id, a.timestamp_ms);
+        let (id, ts, alignment) = (a.checkpoint_id, a.timestamp_ms, a.started.elapsed());
         if !a.taken && unaligned && first_possible && !all {
             a.taken = true;
             return BarrierStep::SnapshotUnaligned {
                 checkpoint_id: id,
                 timestamp_ms: ts,
+                alignment,
             };
         }
         if !all {
@@ -211,6 +219,7 @@ impl Barriers {
         BarrierStep::Snapshot {
             checkpoint_id: id,
             timestamp_ms: ts,
+            alignment,
         }
     }
 
@@ -252,13 +261,14 @@ mod tests {
         assert!(b.is_blocked(0) && !b.is_blocked(1));
         b.hold(0, Envelope::Event(Event::Watermark(5)));
         assert_eq!(b.on_end(2), BarrierStep::Nothing);
-        assert_eq!(
+        assert!(matches!(
             b.on_barrier(1, 1, 7),
             BarrierStep::Snapshot {
                 checkpoint_id: 1,
-                timestamp_ms: 7
+                timestamp_ms: 7,
+                ..
             }
-        );
+        ));
         assert!(!b.is_blocked(0));
         assert_eq!(b.replay.len(), 1);
         // The ended channel counts as aligned for the next checkpoint too.
@@ -308,7 +318,14 @@ mod tests {
         b.on_barrier(0, 1, 0);
         b.hold(0, Envelope::Event(Event::Watermark(1)));
         assert!(b.alignment_deadline().is_some());
-        assert_eq!(b.switch_to_unaligned(), Some((1, 0)));
+        assert!(matches!(
+            b.switch_to_unaligned(),
+            Some(BarrierStep::SnapshotUnaligned {
+                checkpoint_id: 1,
+                timestamp_ms: 0,
+                ..
+            })
+        ));
         assert!(!b.is_blocked(0) && b.is_recording(1));
         assert_eq!(b.replay.len(), 1);
         assert_eq!(b.on_barrier(1, 1, 0), BarrierStep::ChannelStateComplete);

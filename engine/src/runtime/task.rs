@@ -28,7 +28,9 @@ use rheon_state::key_group::KeyGroupRange;
 
 use crate::api::functions::OperatorContext;
 use crate::checkpoint::config::CheckpointingMode;
-use crate::checkpoint::state::{OperatorParts, SharedRestore, StateRegistry, TakenOperator};
+use crate::checkpoint::state::{
+    share_of, OperatorParts, SharedRestore, StateRegistry, TakenOperator,
+};
 use crate::checkpoint::writer::{SnapshotJob, SnapshotWriters};
 use crate::config::EngineConfig;
 use crate::coordinator::messages::{CoordinatorMsg, JobId, Mailbox};
@@ -451,29 +453,26 @@ impl Task {
                 timestamp_ms,
             });
         }
-        let root = self.checkpoint_root.clone();
-        if let (Some(reason), _) | (None, Err(reason)) = (
-            declined.clone(),
-            root.clone()
-                .ok_or_else(|| "the job has no checkpoint directory".to_string()),
-        ) {
-            self.env
-                .coordinator
-                .send(CoordinatorMsg::DeclineCheckpoint {
-                    job: self.job,
-                    attempt: self.attempt,
-                    checkpoint_id,
-                    subtask: self.subtask,
-                    reason,
-                });
-            return Ok(None);
-        }
-        let directory =
-            root.expect("checked above")
-                .join(rheon_state::checkpoint::checkpoint_dir_name(
-                    checkpoint_id,
-                    false,
-                ));
+        let directory = match (declined, &self.checkpoint_root) {
+            (None, Some(root)) => root.join(rheon_state::checkpoint::checkpoint_dir_name(
+                checkpoint_id,
+                false,
+            )),
+            (declined, _) => {
+                let reason =
+                    declined.unwrap_or_else(|| "the job has no checkpoint directory".into());
+                self.env
+                    .coordinator
+                    .send(CoordinatorMsg::DeclineCheckpoint {
+                        job: self.job,
+                        attempt: self.attempt,
+                        checkpoint_id,
+                        subtask: self.subtask,
+                        reason,
+                    });
+                return Ok(None);
+            }
+        };
         Ok(Some(SnapshotJob {
             job: self.job,
             attempt: self.attempt,
@@ -496,13 +495,8 @@ impl Task {
             BarrierStep::Snapshot {
                 checkpoint_id,
                 timestamp_ms,
+                alignment,
             } => {
-                let alignment = self
-                    .barriers
-                    .current
-                    .as_ref()
-                    .map(|a| a.started.elapsed())
-                    .unwrap_or_default();
                 if let Some(job) = self.snapshot(checkpoint_id, timestamp_ms, alignment)? {
                     self.env.snapshots.submit(job);
                 }
@@ -510,13 +504,8 @@ impl Task {
             BarrierStep::SnapshotUnaligned {
                 checkpoint_id,
                 timestamp_ms,
+                alignment,
             } => {
-                let alignment = self
-                    .barriers
-                    .current
-                    .as_ref()
-                    .map(|a| a.started.elapsed())
-                    .unwrap_or_default();
                 self.unaligned_pending = self.snapshot(checkpoint_id, timestamp_ms, alignment)?;
             }
             BarrierStep::ChannelStateComplete => {
@@ -540,12 +529,8 @@ impl Task {
             .alignment_deadline()
             .is_some_and(|d| Instant::now() >= d)
         {
-            if let Some((checkpoint_id, timestamp_ms)) = self.barriers.switch_to_unaligned() {
-                self.barrier_step(BarrierStep::SnapshotUnaligned {
-                    checkpoint_id,
-                    timestamp_ms,
-                })
-                .await?;
+            if let Some(step) = self.barriers.switch_to_unaligned() {
+                self.barrier_step(step).await?;
             }
         }
         Ok(())
@@ -628,16 +613,14 @@ impl Task {
         driver.open(&self.head_context)?;
         if let Some(restore) = restore {
             let ctx = &self.head_context;
-            let (subtask, parallelism) = (ctx.subtask as usize, ctx.parallelism.max(1) as usize);
-            let share: Vec<Vec<u8>> = restore
+            let elements = restore
                 .metadata
                 .operators
                 .iter()
                 .filter(|o| o.node as usize == self.head_node)
-                .flat_map(|o| o.operator_state.iter())
-                .enumerate()
-                .filter(|(j, _)| j % parallelism == subtask)
-                .map(|(_, e)| e.clone())
+                .flat_map(|o| o.operator_state.iter());
+            let share = share_of(elements, ctx.subtask, ctx.parallelism)
+                .map(|e| e.to_vec())
                 .collect();
             driver.restore_state(share)?;
         }
