@@ -19,8 +19,8 @@ pub use api::connect::{ConnectedStreams, KeyedCoProcessFunction, KeyedConnectedS
 pub use api::either::Either;
 pub use api::env::StreamEnv;
 pub use api::functions::{
-    KeyedContext, KeyedProcessFunction, OneInputOperator, OperatorContext, SourceFunction,
-    SourcePoll, ValueStateRef,
+    CheckpointedFunction, KeyedContext, KeyedProcessFunction, OneInputOperator, OperatorContext,
+    OperatorStateRestore, SourceFunction, SourcePoll, ValueStateRef,
 };
 pub use api::stream::{
     CollectHandle, DataStream, DataStreamSink, KeyedStream, LateData, WindowedStream,

@@ -190,28 +190,97 @@ impl Codec for String {
     }
 }
 
+fn sequence_len<'a, T: Codec + 'a>(items: impl Iterator<Item = &'a T>) -> usize {
+    4 + items.map(Codec::encoded_len).sum::<usize>()
+}
+
+fn encode_sequence<'a, T: Codec + 'a>(
+    len: usize,
+    items: impl Iterator<Item = &'a T>,
+    out: &mut [u8],
+) {
+    encode_len_prefix(len, out);
+    let mut at = 4;
+    for item in items {
+        let n = item.encoded_len();
+        item.encode(&mut out[at..at + n]);
+        at += n;
+    }
+}
+
+/// Decodes a length-prefixed sequence into `C`, element by element.
+fn decode_sequence<T: Codec, C>(
+    input: &mut &[u8],
+    expected: &'static str,
+    with_capacity: impl FnOnce(usize) -> C,
+    mut push: impl FnMut(&mut C, T),
+) -> Result<C, DecodeError> {
+    let len = decode_len_prefix(input, expected)?;
+    // Never trust the prefix for the allocation: each element takes at least a
+    // byte unless it is zero-sized, so the remaining input bounds the capacity.
+    let mut c = with_capacity(len.min(input.len()));
+    for _ in 0..len {
+        push(&mut c, T::decode(input)?);
+    }
+    Ok(c)
+}
+
 impl<T: Codec> Codec for Vec<T> {
     fn encoded_len(&self) -> usize {
-        4 + self.iter().map(Codec::encoded_len).sum::<usize>()
+        sequence_len(self.iter())
+    }
+    fn encode(&self, out: &mut [u8]) {
+        encode_sequence(self.len(), self.iter(), out)
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, DecodeError> {
+        decode_sequence(input, "Vec length (u32)", Vec::with_capacity, Vec::push)
+    }
+}
+
+impl<T: Codec> Codec for std::collections::VecDeque<T> {
+    fn encoded_len(&self) -> usize {
+        sequence_len(self.iter())
+    }
+    fn encode(&self, out: &mut [u8]) {
+        encode_sequence(self.len(), self.iter(), out)
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, DecodeError> {
+        decode_sequence(
+            input,
+            "VecDeque length (u32)",
+            std::collections::VecDeque::with_capacity,
+            std::collections::VecDeque::push_back,
+        )
+    }
+}
+
+/// A map travels as its `(key, value)` pairs in key order.
+impl<K: Codec + Ord, V: Codec> Codec for std::collections::BTreeMap<K, V> {
+    fn encoded_len(&self) -> usize {
+        4 + self
+            .iter()
+            .map(|(k, v)| k.encoded_len() + v.encoded_len())
+            .sum::<usize>()
     }
     fn encode(&self, out: &mut [u8]) {
         encode_len_prefix(self.len(), out);
         let mut at = 4;
-        for item in self {
-            let n = item.encoded_len();
-            item.encode(&mut out[at..at + n]);
-            at += n;
+        for (k, v) in self {
+            let (nk, nv) = (k.encoded_len(), v.encoded_len());
+            k.encode(&mut out[at..at + nk]);
+            v.encode(&mut out[at + nk..at + nk + nv]);
+            at += nk + nv;
         }
     }
     fn decode(input: &mut &[u8]) -> Result<Self, DecodeError> {
-        let len = decode_len_prefix(input, "Vec length (u32)")?;
-        // Never trust the prefix for the allocation: each element takes at least a
-        // byte unless it is zero-sized, so the remaining input bounds the capacity.
-        let mut v = Vec::with_capacity(len.min(input.len()));
-        for _ in 0..len {
-            v.push(T::decode(input)?);
-        }
-        Ok(v)
+        decode_sequence(
+            input,
+            "BTreeMap length (u32)",
+            |_| std::collections::BTreeMap::new(),
+            |map, (k, v)| {
+                map.insert(k, v);
+            },
+        )
     }
 }
 
@@ -251,6 +320,42 @@ impl<T: Codec> Codec for Box<T> {
     fn decode(input: &mut &[u8]) -> Result<Self, DecodeError> {
         T::decode(input).map(Box::new)
     }
+}
+
+/// Implements [`Codec`] for a struct by encoding the listed fields in order
+/// (all of them, each a `Codec`); generic parameters must be `Codec` too:
+///
+/// ```
+/// use rheon_net::codec::{decode_exact, encode_to_vec};
+/// #[derive(Debug, PartialEq)]
+/// struct Pair<T> { left: T, right: u64 }
+/// rheon_net::codec_struct!(Pair<T> { left, right });
+/// let pair = Pair { left: String::from("a"), right: 7 };
+/// assert_eq!(decode_exact::<Pair<String>>(&encode_to_vec(&pair)).unwrap(), pair);
+/// ```
+#[macro_export]
+macro_rules! codec_struct {
+    ($ty:ident $(< $($g:ident),+ >)? { $($field:ident),+ $(,)? }) => {
+        impl $(< $($g: $crate::codec::Codec),+ >)? $crate::codec::Codec for $ty $(< $($g),+ >)? {
+            fn encoded_len(&self) -> usize {
+                0 $(+ $crate::codec::Codec::encoded_len(&self.$field))+
+            }
+            fn encode(&self, out: &mut [u8]) {
+                let mut at = 0;
+                $(
+                    let n = $crate::codec::Codec::encoded_len(&self.$field);
+                    $crate::codec::Codec::encode(&self.$field, &mut out[at..at + n]);
+                    at += n;
+                )+
+                let _ = at;
+            }
+            fn decode(
+                input: &mut &[u8],
+            ) -> Result<Self, $crate::codec::DecodeError> {
+                Ok($ty { $($field: $crate::codec::Codec::decode(input)?),+ })
+            }
+        }
+    };
 }
 
 macro_rules! codec_tuple {

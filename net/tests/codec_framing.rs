@@ -8,6 +8,15 @@ use rheon_net::{Buffer, BufferBuilder, Codec, DecodeError, NetError, SegmentPool
 
 type Rec = (u64, String, Vec<u16>, Option<i32>, (bool, char), Box<f64>);
 
+/// A generic struct with collections, encoded by `codec_struct!`.
+#[derive(Debug, PartialEq)]
+struct Tagged<T> {
+    tag: u8,
+    deque: std::collections::VecDeque<T>,
+    map: std::collections::BTreeMap<i64, String>,
+}
+rheon_net::codec_struct!(Tagged<T> { tag, deque, map });
+
 fn rec_strategy() -> impl Strategy<Value = Rec> {
     (
         any::<u64>(),
@@ -77,6 +86,21 @@ proptest! {
         prop_assert_eq!(decode_exact::<Rec>(&bytes).unwrap(), r);
         for cut in 0..bytes.len() {
             prop_assert!(decode_exact::<Rec>(&bytes[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn collections_and_structs_round_trip_and_truncations_are_errors(
+        deque in proptest::collection::vec_deque(any::<u32>(), 0..50),
+        map in proptest::collection::btree_map(any::<i64>(), ".{0,12}", 0..50),
+        tag in any::<u8>(),
+    ) {
+        let value = Tagged { tag, deque, map };
+        let bytes = encode_to_vec(&value);
+        prop_assert_eq!(bytes.len(), value.encoded_len());
+        prop_assert_eq!(&decode_exact::<Tagged<u32>>(&bytes).unwrap(), &value);
+        for cut in 0..bytes.len() {
+            prop_assert!(decode_exact::<Tagged<u32>>(&bytes[..cut]).is_err());
         }
     }
 

@@ -48,6 +48,62 @@ impl EngineArgs {
     }
 }
 
+/// Checkpointing and recovery options (`windows`, `nexmark`).
+#[derive(clap::Args, Clone)]
+struct CheckpointArgs {
+    /// Where checkpoints go (`chk-N` directories); enables checkpoints.
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Milliseconds between checkpoints.
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_interval_ms: u64,
+    /// Checkpoint mode: exactly-once (aligned), at-least-once, unaligned.
+    #[arg(long, default_value = "exactly-once")]
+    checkpoint_mode: String,
+    /// Restore from this checkpoint, or the newest valid one under this root.
+    #[arg(long)]
+    restore: Option<PathBuf>,
+    /// none, fixed:ATTEMPTS:DELAY_MS, exponential:INITIAL_MS:MAX_MS,
+    /// failure-rate:MAX:INTERVAL_MS:DELAY_MS (default with checkpoints:
+    /// fixed delay, 1 s, unlimited).
+    #[arg(long)]
+    restart: Option<String>,
+    /// Completed checkpoints kept.
+    #[arg(long, default_value_t = 2)]
+    retained: usize,
+}
+
+impl CheckpointArgs {
+    /// Adds the checkpoint options to `config`.
+    fn apply(&self, config: &mut EngineConfig) -> Result<()> {
+        if let Some(dir) = &self.checkpoint_dir {
+            let interval = Duration::from_millis(self.checkpoint_interval_ms.max(1));
+            let mut c = CheckpointConfig::every(interval, dir);
+            match self.checkpoint_mode.as_str() {
+                "exactly-once" => {}
+                "at-least-once" => c.mode = CheckpointingMode::AtLeastOnce,
+                "unaligned" => c.unaligned = true,
+                other => bail!(
+                    "--checkpoint-mode '{other}' is not one of exactly-once, at-least-once, unaligned"
+                ),
+            }
+            if let Some(text) = &self.restart {
+                c.restart = RestartStrategy::parse(text).map_err(anyhow::Error::msg)?;
+            }
+            c.retained = self.retained.max(1);
+            config.checkpoint = c;
+        } else if self.restart.is_some() {
+            bail!("--restart needs --checkpoint-dir");
+        }
+        config.checkpoint.restore_from = self.restore.clone();
+        Ok(())
+    }
+
+    fn enabled(&self) -> bool {
+        self.checkpoint_dir.is_some()
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Counts words in a UTF-8 text file; prints the top words, or writes all
@@ -101,7 +157,8 @@ enum Command {
         #[arg(long)]
         input: Option<PathBuf>,
         /// Write the result rows here (a directory of part files when the sink's
-        /// parallelism is > 1); default: discard them. For `generate`: the file to write.
+        /// parallelism is > 1; with --checkpoint-dir always a directory, written
+        /// exactly once); default: discard them. For `generate`: the file to write.
         #[arg(long)]
         output: Option<PathBuf>,
         /// Generator seed.
@@ -111,6 +168,8 @@ enum Command {
         /// directory, created if missing.
         #[arg(long)]
         side_input: Option<PathBuf>,
+        #[command(flatten)]
+        checkpoints: CheckpointArgs,
         #[command(flatten)]
         engine: EngineArgs,
     },
@@ -128,26 +187,8 @@ enum Command {
         /// Directory of the committed part files.
         #[arg(long)]
         output: PathBuf,
-        /// Where checkpoints go (`chk-N` directories); enables checkpoints.
-        #[arg(long)]
-        checkpoint_dir: Option<PathBuf>,
-        /// Milliseconds between checkpoints.
-        #[arg(long, default_value_t = 1000)]
-        checkpoint_interval_ms: u64,
-        /// Checkpoint mode: exactly-once (aligned), at-least-once, unaligned.
-        #[arg(long, default_value = "exactly-once")]
-        checkpoint_mode: String,
-        /// Restore from this checkpoint, or the newest valid one under this root.
-        #[arg(long)]
-        restore: Option<PathBuf>,
-        /// none, fixed:ATTEMPTS:DELAY_MS, exponential:INITIAL_MS:MAX_MS,
-        /// failure-rate:MAX:INTERVAL_MS:DELAY_MS (default with checkpoints:
-        /// fixed delay, 1 s, unlimited).
-        #[arg(long)]
-        restart: Option<String>,
-        /// Completed checkpoints kept.
-        #[arg(long, default_value_t = 2)]
-        retained: usize,
+        #[command(flatten)]
+        checkpoints: CheckpointArgs,
         #[command(flatten)]
         engine: EngineArgs,
     },
@@ -194,32 +235,23 @@ fn run() -> Result<()> {
             records,
             rate,
             output,
-            checkpoint_dir,
-            checkpoint_interval_ms,
-            checkpoint_mode,
-            restore,
-            restart,
-            retained,
+            checkpoints,
             engine,
-        } => run_windows(
-            records,
-            rate,
-            &output,
-            checkpoint_dir,
-            checkpoint_interval_ms,
-            &checkpoint_mode,
-            restore,
-            restart,
-            retained,
-            &engine,
-        )?,
+        } => run_windows(records, rate, &output, &checkpoints, &engine)?,
         Command::Checkpoint { action, dir } => {
             if action != "inspect" {
                 bail!("unknown checkpoint action '{action}': expected 'inspect'");
             }
             let report = rheon_state::checkpoint::inspect_checkpoint(&dir)
                 .with_context(|| format!("cannot inspect {}", dir.display()))?;
-            print!("{report}");
+            // A closed pipe (`| head`) ends the listing quietly.
+            use std::io::Write as _;
+            if let Err(e) = write!(std::io::stdout().lock(), "{report}") {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    return Err(e).context("cannot write the report to stdout");
+                }
+                return Ok(());
+            }
             if !report.is_ok() {
                 bail!("checkpoint {} is damaged (see above)", dir.display());
             }
@@ -308,6 +340,7 @@ fn run() -> Result<()> {
             output,
             seed,
             side_input,
+            checkpoints,
             engine,
         } => run_nexmark(
             &query,
@@ -319,6 +352,7 @@ fn run() -> Result<()> {
                 side_input,
             },
             seed,
+            &checkpoints,
             &engine,
         )?,
         Command::GenerateText { output, size, seed } => {
@@ -384,6 +418,7 @@ fn run_nexmark(
     rate: Option<f64>,
     files: NexmarkFiles,
     seed: u64,
+    checkpoints: &CheckpointArgs,
     engine: &EngineArgs,
 ) -> Result<()> {
     let NexmarkFiles {
@@ -400,7 +435,8 @@ fn run_nexmark(
     let query: Query = query
         .parse()
         .map_err(|e: String| anyhow::anyhow!("{e}, or generate"))?;
-    let config = engine.config();
+    let mut config = engine.config();
+    checkpoints.apply(&mut config)?;
     let executors = config.executors;
     let env = StreamEnv::new(config);
     let (source, source_name) = match &input {
@@ -423,6 +459,7 @@ fn run_nexmark(
     };
     let out = nexmark::build_with(query, source, &options).map_err(|e| anyhow::anyhow!(e))?;
     let counter = match &output {
+        Some(path) if checkpoints.enabled() => out.sink_to_files(path.clone()),
         Some(path) => out.write_text_file(path.clone()),
         None => out.discard(),
     };
@@ -447,45 +484,28 @@ fn run_nexmark(
         processed as f64 / secs / 1e6 / executors as f64
     );
     println!("output rows: {}", counter.get());
+    if checkpoints.enabled() {
+        println!(
+            "checkpoints completed: {}, restarts: {}",
+            outcome.checkpoints.len(),
+            outcome.restarts
+        );
+    }
     if let Some(path) = &output {
         println!("rows written to {}", path.display());
     }
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_windows(
     records: u64,
     rate: Option<f64>,
     output: &std::path::Path,
-    checkpoint_dir: Option<PathBuf>,
-    interval_ms: u64,
-    mode: &str,
-    restore: Option<PathBuf>,
-    restart: Option<String>,
-    retained: usize,
+    checkpoints: &CheckpointArgs,
     engine: &EngineArgs,
 ) -> Result<()> {
     let mut config = engine.config();
-    if let Some(dir) = checkpoint_dir {
-        let mut c = CheckpointConfig::every(Duration::from_millis(interval_ms.max(1)), dir);
-        match mode {
-            "exactly-once" => {}
-            "at-least-once" => c.mode = CheckpointingMode::AtLeastOnce,
-            "unaligned" => c.unaligned = true,
-            other => bail!(
-                "--checkpoint-mode '{other}' is not one of exactly-once, at-least-once, unaligned"
-            ),
-        }
-        if let Some(text) = &restart {
-            c.restart = RestartStrategy::parse(text).map_err(anyhow::Error::msg)?;
-        }
-        c.retained = retained.max(1);
-        config.checkpoint = c;
-    } else if restart.is_some() {
-        bail!("--restart needs --checkpoint-dir");
-    }
-    config.checkpoint.restore_from = restore;
+    checkpoints.apply(&mut config)?;
     let env = StreamEnv::new(config);
     rheon::jobs::windowed_sums::build(&env, records, rate, output, |_| {});
     let outcome = env.execute("windows")?;

@@ -90,7 +90,8 @@ impl<A: Data, B: Data> ConnectedStreams<A, B> {
 /// A keyed co-process function: one value state per key shared by both
 /// inputs, and timers (`KeyedStream::connect(..).process`).
 pub trait KeyedCoProcessFunction<K, A, B, O>: Clone + Send + Sync + 'static {
-    type State: Clone + 'static;
+    /// The per-key value state, checkpointed like a process function's.
+    type State: Clone + Codec + Send + Sync + 'static;
     fn process_element1(
         &mut self,
         key: &K,
@@ -177,6 +178,7 @@ where
     /// Runs a keyed co-process function over both inputs.
     pub fn process<O, P>(&self, function: P) -> DataStream<O>
     where
+        K: Codec + Sync,
         O: Data,
         P: KeyedCoProcessFunction<K, A, B, O>,
     {
@@ -387,6 +389,9 @@ where
     /// arrived. Records later than the watermark are dropped (as in Flink).
     pub fn process<O, F>(&self, f: F) -> DataStream<O>
     where
+        K: Codec + Sync,
+        A: Sync,
+        B: Sync,
         O: Data,
         F: Fn(&A, &B, &mut Emitter<'_, O>) + Clone + Send + Sync + 'static,
     {
@@ -409,6 +414,7 @@ pub struct IntervalBuffers<A, B> {
     left: BTreeMap<i64, Vec<A>>,
     right: BTreeMap<i64, Vec<B>>,
 }
+rheon_net::codec_struct!(IntervalBuffers<A, B> { left, right });
 
 struct IntervalJoinFn<A, B, F> {
     lower: i64,
@@ -445,8 +451,8 @@ fn buffers<'s, A, B>(
 impl<K, A, B, O, F> KeyedCoProcessFunction<K, A, B, O> for IntervalJoinFn<A, B, F>
 where
     K: Hash + Eq + Clone,
-    A: Clone + Send + 'static,
-    B: Clone + Send + 'static,
+    A: Clone + Codec + Send + Sync + 'static,
+    B: Clone + Codec + Send + Sync + 'static,
     F: Fn(&A, &B, &mut Emitter<'_, O>) + Clone + Send + Sync + 'static,
 {
     type State = IntervalBuffers<A, B>;

@@ -4,6 +4,7 @@
 use std::hash::Hash;
 use std::time::Instant;
 
+use rheon_net::codec::Codec;
 use rheon_state::key_group::KeyGroupRange;
 
 use crate::runtime::collector::Emitter;
@@ -94,11 +95,99 @@ pub trait OneInputOperator<I, O>: Clone + Send + Sync + 'static {
     fn on_watermark(&mut self, _watermark: i64, _out: &mut Emitter<'_, O>) {}
 }
 
+/// The operator state of a [`OneInputOperator`] (Flink's
+/// `CheckpointedFunction`), for `DataStream::transform_checkpointed`: a
+/// job with checkpoints accepts a user operator only with it (one that
+/// keeps nothing across records implements it with no elements).
+pub trait CheckpointedFunction {
+    /// The operator's state at a barrier, as opaque elements.
+    fn snapshot_state(&mut self, checkpoint_id: u64) -> Result<Vec<Vec<u8>>, String>;
+    /// Continues from a checkpoint's elements, before any record: a share
+    /// of them (round-robin, Flink's list state) or all of them to keep
+    /// what this subtask's keys own (union list state).
+    fn restore_state(&mut self, restore: &OperatorStateRestore<'_>) -> Result<(), String>;
+}
+
+/// The operator-state elements of a checkpoint, as one subtask of a
+/// (possibly rescaled) restored job sees them.
+pub struct OperatorStateRestore<'a> {
+    pub(crate) restored: &'a crate::checkpoint::state::RestoredOperator<'a>,
+    /// Key groups this subtask owns (behind a key-partitioned input).
+    pub key_group_range: KeyGroupRange,
+    /// Number of key groups of the job.
+    pub max_parallelism: u32,
+}
+
+impl OperatorStateRestore<'_> {
+    /// This subtask's share: element j of the checkpoint (all old subtasks'
+    /// elements, in subtask order) goes to subtask `j % parallelism`, so at
+    /// an unchanged parallelism each subtask gets its own elements back.
+    pub fn share(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.restored.operator_state()
+    }
+
+    /// Every element of every old subtask (Flink's union list state).
+    pub fn union(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.restored.operator_state_union()
+    }
+
+    /// Whether this subtask owns `key` (its key group is in its range), as
+    /// hash partitioning by that key decides.
+    pub fn owns_key<K: Hash + ?Sized>(&self, key: &K) -> bool {
+        self.key_group_range
+            .contains(rheon_state::key_group::assign_to_key_group(
+                key,
+                self.max_parallelism,
+            ))
+    }
+}
+
+impl<Op: CheckpointedFunction, O> crate::checkpoint::state::CheckpointedOperator
+    for crate::runtime::operators::Transform<Op, O>
+{
+    fn snapshot_state(
+        &mut self,
+        checkpoint_id: u64,
+        parts: &mut crate::checkpoint::state::OperatorParts,
+    ) -> crate::error::TaskResult {
+        let op = &mut self.op;
+        parts.operator_state = crate::runtime::collector::guarded(&self.location, || {
+            op.snapshot_state(checkpoint_id)
+        })?
+        .map_err(|message| self.checkpoint_error(message))?;
+        Ok(())
+    }
+
+    fn restore_state(
+        &mut self,
+        restored: &crate::checkpoint::state::RestoredOperator<'_>,
+    ) -> crate::error::TaskResult {
+        let restore = OperatorStateRestore {
+            restored,
+            key_group_range: restored.key_group_range(),
+            max_parallelism: restored.max_parallelism(),
+        };
+        let op = &mut self.op;
+        crate::runtime::collector::guarded(&self.location, || op.restore_state(&restore))?
+            .map_err(|message| self.checkpoint_error(message))
+    }
+}
+
+impl<Op, O> crate::runtime::operators::Transform<Op, O> {
+    fn checkpoint_error(&self, message: String) -> Box<crate::error::TaskError> {
+        Box::new(crate::error::TaskError::Checkpoint {
+            location: self.location.clone(),
+            message,
+        })
+    }
+}
+
 /// A keyed process function with one value state per key and timers,
 /// cloned into every subtask (`KeyedStream::process`).
 pub trait KeyedProcessFunction<K, I, O>: Clone + Send + Sync + 'static {
-    /// The per-key value state.
-    type State: Clone + 'static;
+    /// The per-key value state; a `Codec` so that checkpoints can write it
+    /// (derive one with `rheon_net::codec_struct!`).
+    type State: Clone + Codec + Send + Sync + 'static;
     fn process_element(
         &mut self,
         key: &K,

@@ -16,7 +16,9 @@ use rheon_state::key_group::key_hash;
 use rheon_state::keyed::KeyGroupedMap;
 
 use crate::api::either::Either;
-use crate::api::functions::{KeyedProcessFunction, OneInputOperator, OperatorContext};
+use crate::api::functions::{
+    CheckpointedFunction, KeyedProcessFunction, OneInputOperator, OperatorContext,
+};
 use crate::error::{TaskError, TaskLocation, TaskResult};
 use crate::graph::stream_graph::{
     downcast_collector, type_ops, Data, KeyHashFn, NodeBody, NodeId, OperatorFactory, Partitioning,
@@ -263,6 +265,28 @@ impl<T: Data> DataStream<T> {
                 })
             }),
         )
+    }
+
+    /// A user-written operator with operator state, cloned into every
+    /// subtask: its state is part of checkpoints, so a job with
+    /// checkpoints accepts it.
+    pub fn transform_checkpointed<O, Op>(&self, name: &str, op: Op) -> DataStream<O>
+    where
+        O: Data,
+        Op: OneInputOperator<T, O> + CheckpointedFunction,
+    {
+        self.add_operator(
+            name,
+            operator_factory::<T, O, _, _>(move |ctx, location, out| {
+                let op = Rc::new(RefCell::new(Transform {
+                    op: op.clone(),
+                    out,
+                    location,
+                }));
+                Ok(ctx.checkpointed(op))
+            }),
+        )
+        .checkpointable()
     }
 
     /// Assigns event timestamps and generates watermarks (chained behind the
@@ -532,22 +556,30 @@ where
             .checkpointable()
     }
 
-    /// A keyed process function with per-key value state.
-    pub fn process<O: Data, P: KeyedProcessFunction<K, T, O>>(&self, function: P) -> DataStream<O> {
+    /// A keyed process function with per-key value state and timers, both
+    /// checkpointed.
+    pub fn process<O, P>(&self, function: P) -> DataStream<O>
+    where
+        K: Codec + Sync,
+        O: Data,
+        P: KeyedProcessFunction<K, T, O>,
+    {
         let key_fn = self.key_fn.clone();
-        self.stream.add_operator(
-            "Keyed process",
-            operator_factory::<T, O, _, _>(move |ctx, location, out| {
-                let key_fn = key_fn.clone();
-                Ok(keyed_process(
-                    move |t: &T| key_fn(t),
-                    function.clone(),
-                    ctx,
-                    out,
-                    location,
-                ))
-            }),
-        )
+        self.stream
+            .add_operator(
+                "Keyed process",
+                operator_factory::<T, O, _, _>(move |ctx, location, out| {
+                    let key_fn = key_fn.clone();
+                    Ok(keyed_process(
+                        move |t: &T| key_fn(t),
+                        function.clone(),
+                        ctx,
+                        out,
+                        location,
+                    ))
+                }),
+            )
+            .checkpointable()
     }
 
     /// Event-time windows per key; `timestamp` gives a record's event time in

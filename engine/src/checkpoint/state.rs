@@ -190,6 +190,23 @@ impl RestoredOperator<'_> {
         share_of(elements, self.subtask, self.parallelism)
     }
 
+    /// Every operator-state element of every old subtask, in order.
+    pub(crate) fn operator_state_union(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.snapshot
+            .into_iter()
+            .flat_map(|s| s.operator_state.iter().map(Vec::as_slice))
+    }
+
+    /// The key groups this subtask owns in the restored job.
+    pub(crate) fn key_group_range(&self) -> KeyGroupRange {
+        self.key_group_range
+    }
+
+    /// The number of key groups of the checkpoint (and the restored job).
+    pub(crate) fn max_parallelism(&self) -> u32 {
+        self.max_parallelism
+    }
+
     /// The keyed state `name` for this subtask's key groups, read from the
     /// files of every old subtask (rescaling takes whole key groups). An
     /// operator the checkpoint does not know, or a state it did not have,

@@ -183,7 +183,7 @@ impl JobGraph {
             }
             if let Some(node) = stream.nodes.iter().find(|n| !n.checkpointable) {
                 return Err(invalid(format!(
-                    "operator '{}' keeps state that cannot be checkpointed yet; run the job without checkpoints, or use operators that support them (sources, map/filter/flat_map, key_by with sum/reduce, windows, the exactly-once file sink)",
+                    "operator '{}' keeps state that cannot be checkpointed yet; run the job without checkpoints, or use operators that support them (sources, map/filter/flat_map, key_by with sum/reduce/process, connect with process, joins, windows, transform_checkpointed, the exactly-once file sink)",
                     node.name
                 )));
             }

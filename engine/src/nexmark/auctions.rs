@@ -19,6 +19,8 @@
 
 use std::collections::VecDeque;
 
+use rheon_net::codec::{Codec, DecodeError};
+
 use crate::api::connect::KeyedCoProcessFunction;
 use crate::api::functions::{KeyedContext, KeyedProcessFunction, ValueStateRef};
 use crate::api::stream::DataStream;
@@ -71,6 +73,11 @@ pub struct AuctionState {
     best: Option<Bid>,
     early_bids: Vec<Bid>,
 }
+rheon_net::codec_struct!(AuctionState {
+    auction,
+    best,
+    early_bids
+});
 
 fn state_of<'s>(state: &'s mut ValueStateRef<'_, AuctionState>) -> &'s mut AuctionState {
     if state.value().is_none() {
@@ -219,9 +226,10 @@ pub struct ClosedAuctions<A> {
     pending: Vec<(i64, u64, u64)>,
     aggregate: A,
 }
+rheon_net::codec_struct!(ClosedAuctions<A> { pending, aggregate });
 
 /// A running aggregate over winning prices, in expiry order.
-pub trait PriceAggregate: Clone + Default + Send + 'static {
+pub trait PriceAggregate: Clone + Default + Codec + Send + Sync + 'static {
     /// Adds a price; returns the new result.
     fn add(&mut self, price: u64) -> u64;
 }
@@ -232,6 +240,7 @@ pub struct Average {
     sum: u64,
     count: u64,
 }
+rheon_net::codec_struct!(Average { sum, count });
 
 impl PriceAggregate for Average {
     fn add(&mut self, price: u64) -> u64 {
@@ -246,6 +255,7 @@ impl PriceAggregate for Average {
 pub struct LastTenAverage {
     last: VecDeque<u64>,
 }
+rheon_net::codec_struct!(LastTenAverage { last });
 
 impl PriceAggregate for LastTenAverage {
     fn add(&mut self, price: u64) -> u64 {
@@ -328,6 +338,41 @@ pub enum JoinState {
     /// An auction of another category: its bids are dropped.
     OtherCategory,
     Category10(Auction),
+}
+
+impl Codec for JoinState {
+    fn encoded_len(&self) -> usize {
+        1 + match self {
+            JoinState::Unknown(bids) => bids.encoded_len(),
+            JoinState::OtherCategory => 0,
+            JoinState::Category10(auction) => auction.encoded_len(),
+        }
+    }
+    fn encode(&self, out: &mut [u8]) {
+        match self {
+            JoinState::Unknown(bids) => {
+                out[0] = 0;
+                bids.encode(&mut out[1..]);
+            }
+            JoinState::OtherCategory => out[0] = 1,
+            JoinState::Category10(auction) => {
+                out[0] = 2;
+                auction.encode(&mut out[1..]);
+            }
+        }
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, DecodeError> {
+        match u8::decode(input)? {
+            0 => Vec::decode(input).map(JoinState::Unknown),
+            1 => Ok(JoinState::OtherCategory),
+            2 => Auction::decode(input).map(JoinState::Category10),
+            _ => Err(DecodeError::Invalid {
+                expected: "q20 join state tag",
+                detail: "tag byte is not 0 (unknown), 1 (other category) or 2 (category 10)",
+                remaining_bytes: input.len(),
+            }),
+        }
+    }
 }
 
 #[derive(Clone)]

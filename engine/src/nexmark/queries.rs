@@ -20,13 +20,15 @@
 //!
 //! `dateTime` is written as milliseconds since the Unix epoch (UTC), an integer.
 
-use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::api::functions::{KeyedContext, KeyedProcessFunction, OneInputOperator, ValueStateRef};
+use crate::api::functions::{
+    CheckpointedFunction, KeyedContext, KeyedProcessFunction, OneInputOperator,
+    OperatorStateRestore, ValueStateRef,
+};
 use crate::api::stream::DataStream;
 use crate::runtime::collector::Emitter;
 
@@ -199,6 +201,7 @@ trait QueryRows {
     fn text(&self) -> DataStream<String>;
     fn discard(&self) -> RowCounter;
     fn write_text_file(&self, path: PathBuf) -> RowCounter;
+    fn sink_to_files(&self, directory: PathBuf) -> RowCounter;
 }
 
 struct Typed<T> {
@@ -228,6 +231,15 @@ impl<T: Data> QueryRows for Typed<T> {
         let (rows, counter) = count_rows(&self.stream);
         let format = self.format;
         rows.write_text_file(path, move |row: &T, line: &mut String| format(row, line));
+        counter
+    }
+
+    fn sink_to_files(&self, directory: PathBuf) -> RowCounter {
+        let (rows, counter) = count_rows(&self.stream);
+        let format = self.format;
+        rows.sink_to_files(directory, move |row: &T, line: &mut String| {
+            format(row, line)
+        });
         counter
     }
 }
@@ -262,6 +274,14 @@ impl QueryOutput {
     /// parallelism above 1); the counter holds the number of rows.
     pub fn write_text_file(&self, path: PathBuf) -> RowCounter {
         self.rows.write_text_file(path)
+    }
+
+    /// Writes the rows exactly once into part files in `directory`
+    /// (`DataStream::sink_to_files`): with checkpoints, rows become visible
+    /// only once a checkpoint after them completes, so a recovered job's
+    /// committed rows equal a failure-free run's.
+    pub fn sink_to_files(&self, directory: PathBuf) -> RowCounter {
+        self.rows.sink_to_files(directory)
     }
 }
 
@@ -487,15 +507,14 @@ pub struct Q3State {
     persons: Vec<String>,
     auctions: Vec<u64>,
 }
+rheon_net::codec_struct!(Q3State { persons, auctions });
 
-/// The q3 join. The state sits in a `RefCell` because [`ValueStateRef`] gives only
-/// shared access to the current value (no `value_mut`); this avoids cloning the state
-/// on each event.
+/// The q3 join; the state is changed in place through `value_mut`.
 #[derive(Clone)]
 struct Q3Join;
 
 impl KeyedProcessFunction<u64, Event, String> for Q3Join {
-    type State = RefCell<Q3State>;
+    type State = Q3State;
 
     fn process_element(
         &mut self,
@@ -506,10 +525,9 @@ impl KeyedProcessFunction<u64, Event, String> for Q3Join {
         out: &mut Emitter<'_, String>,
     ) {
         if state.value().is_none() {
-            state.update(RefCell::new(Q3State::default()));
+            state.update(Q3State::default());
         }
-        let Some(cell) = state.value() else { return };
-        let mut st = cell.borrow_mut();
+        let Some(st) = state.value_mut() else { return };
         match record {
             Event::Person(p) => {
                 let prefix = format!("{},{},{},", p.name, p.city, p.state);
@@ -562,6 +580,27 @@ impl<T: 'static> OneInputOperator<T, T> for CountRows {
     }
 }
 
+/// The count of rows not yet added to the total is operator state: a restore
+/// continues it, so the total counts every row of the committed output once.
+impl CheckpointedFunction for CountRows {
+    fn snapshot_state(&mut self, _checkpoint_id: u64) -> Result<Vec<Vec<u8>>, String> {
+        Ok(vec![self.local.to_le_bytes().to_vec()])
+    }
+    fn restore_state(&mut self, restore: &OperatorStateRestore<'_>) -> Result<(), String> {
+        self.local = 0;
+        for element in restore.share() {
+            let bytes: [u8; 8] = element.try_into().map_err(|_| {
+                format!(
+                    "the checkpointed row count is {} bytes, expected 8",
+                    element.len()
+                )
+            })?;
+            self.local += u64::from_le_bytes(bytes);
+        }
+        Ok(())
+    }
+}
+
 /// A pass-through operator (chained with its neighbours) that counts the records it
 /// sees; the count is complete when the job has ended. Needed because the job
 /// metrics count records per vertex (chain), not per operator, so a sink chained to
@@ -574,5 +613,5 @@ pub fn count_rows<T: crate::graph::stream_graph::Data>(
         local: 0,
         total: counter.0.clone(),
     };
-    (stream.transform("Count rows", op), counter)
+    (stream.transform_checkpointed("Count rows", op), counter)
 }

@@ -26,7 +26,10 @@ use rustc_hash::FxHashMap;
 use std::time::Duration;
 
 use crate::api::either::Either;
-use crate::api::functions::{KeyedContext, KeyedProcessFunction, OneInputOperator, ValueStateRef};
+use crate::api::functions::{
+    CheckpointedFunction, KeyedContext, KeyedProcessFunction, OneInputOperator,
+    OperatorStateRestore, ValueStateRef,
+};
 use crate::api::stream::DataStream;
 use crate::runtime::collector::Emitter;
 use crate::runtime::timers::TimeDomain;
@@ -49,7 +52,7 @@ struct MaxPerWindow<V, F> {
 
 impl<V, F> KeyedProcessFunction<i64, (i64, u64, Vec<V>), V> for MaxPerWindow<V, F>
 where
-    V: Clone + Send + 'static,
+    V: Clone + rheon_net::codec::Codec + Send + Sync + 'static,
     F: Fn(&V) -> V + Clone + Send + Sync + 'static,
 {
     /// (max, items with it)
@@ -161,6 +164,59 @@ impl OneInputOperator<Bid, (i64, u64, Vec<(u64, u64, i64)>)> for HotAuctions {
     }
 }
 
+/// What one subtask of [`HotAuctions`] checkpoints: its watermark and, per
+/// open window, the count per auction.
+type HotAuctionsSnapshot = (i64, Vec<(i64, Vec<(u64, u64)>)>);
+
+/// The counts are per auction, so a restore takes every subtask's snapshot
+/// (union) and keeps the auctions it owns: that holds at another
+/// parallelism too. The restored watermark is the least of the old
+/// subtasks': a window one of them had already emitted is gone from every
+/// snapshot, and only a bid late for it (none in an in-order stream) could
+/// open it again.
+impl CheckpointedFunction for HotAuctions {
+    fn snapshot_state(&mut self, _checkpoint_id: u64) -> Result<Vec<Vec<u8>>, String> {
+        let windows = self
+            .windows
+            .iter()
+            .map(|(&start, w)| (start, w.counts.iter().map(|(&a, &n)| (a, n)).collect()))
+            .collect();
+        let snapshot: HotAuctionsSnapshot = (self.watermark, windows);
+        Ok(vec![rheon_net::codec::encode_to_vec(&snapshot)])
+    }
+
+    fn restore_state(&mut self, restore: &OperatorStateRestore<'_>) -> Result<(), String> {
+        self.windows.clear();
+        let mut watermark = None::<i64>;
+        for element in restore.union() {
+            let (subtask_watermark, windows): HotAuctionsSnapshot =
+                rheon_net::codec::decode_exact(element)
+                    .map_err(|e| format!("the checkpointed q5 counts do not decode: {e}"))?;
+            watermark = Some(watermark.map_or(subtask_watermark, |w| w.min(subtask_watermark)));
+            for (start, counts) in windows {
+                let w = self.windows.entry(start).or_default();
+                for (auction, count) in counts {
+                    if restore.owns_key(&auction) {
+                        *w.counts.entry(auction).or_default() += count;
+                    }
+                }
+            }
+        }
+        self.watermark = watermark.unwrap_or(i64::MIN);
+        for w in self.windows.values_mut() {
+            w.max = w.counts.values().copied().max().unwrap_or(0);
+            w.best = w
+                .counts
+                .iter()
+                .filter(|&(_, &n)| n == w.max)
+                .map(|(&a, _)| a)
+                .collect();
+        }
+        self.windows.retain(|_, w| !w.counts.is_empty());
+        Ok(())
+    }
+}
+
 /// q5: `(auction, num, window start)` for the most-bid auction(s) of each
 /// 10 s window sliding by 2 s: per-subtask maxima kept as bids arrive
 /// (bids partitioned by auction), then the maximum of those per window.
@@ -168,7 +224,7 @@ pub fn q5(events: &DataStream<Event>) -> DataStream<(u64, u64, i64)> {
     slim_bids(events)
         .key_by(|b: &Bid| b.auction)
         .into_stream()
-        .transform(
+        .transform_checkpointed(
             "q5 bids per auction and window, maxima per subtask",
             HotAuctions {
                 windows: BTreeMap::new(),

@@ -6,6 +6,9 @@
 //! processing-time service, between records. The operator sits in an
 //! `Rc<RefCell<..>>` shared by the chain and the service.
 //!
+//! With checkpoints, the values and the timers of both domains are keyed
+//! state of the snapshot; a restore rebuilds the timer queues from them.
+//!
 //! Invariants: the function sees the state of exactly the key it is called
 //! for; the operator has at most one pending service deadline it relies on,
 //! the earliest of its processing-time timers (stale callbacks are harmless).
@@ -15,11 +18,15 @@ use std::hash::Hash;
 use std::marker::PhantomData;
 use std::rc::Rc;
 
+use rheon_net::codec::Codec;
 use rheon_state::key_group::assign_to_key_group;
 use rheon_state::keyed::KeyGroupedMap;
 
 use crate::api::functions::{KeyedContext, KeyedProcessFunction, OperatorContext, ValueStateRef};
-use crate::error::{TaskLocation, TaskResult};
+use crate::checkpoint::state::{
+    keyed_write, CheckpointedOperator, OperatorParts, RestoredOperator,
+};
+use crate::error::{TaskError, TaskLocation, TaskResult};
 use crate::runtime::collector::{guarded, BoxCollector, Collector, Emitter, Shared};
 use crate::runtime::timers::{
     KeyedTimers, ProcessingTimeService, ProcessingTimeTarget, TargetId, TimeDomain,
@@ -44,7 +51,7 @@ pub(crate) struct KeyedProcess<KF, P: KeyedProcessFunction<K, I, O>, K, I, O> {
 }
 
 /// Builds the operator for one subtask, registered with its task's
-/// processing-time service.
+/// processing-time service and checkpoints.
 pub(crate) fn keyed_process<K, I, O, KF, P>(
     key_fn: KF,
     function: P,
@@ -53,7 +60,7 @@ pub(crate) fn keyed_process<K, I, O, KF, P>(
     location: TaskLocation,
 ) -> Shared<KeyedProcess<KF, P, K, I, O>>
 where
-    K: Hash + Eq + Clone + 'static,
+    K: Hash + Eq + Clone + Codec + Send + Sync + 'static,
     I: 'static,
     O: 'static,
     KF: FnMut(&I) -> K + 'static,
@@ -76,7 +83,7 @@ where
     }));
     let target = ctx.processing_time.register(op.clone());
     op.borrow_mut().target = Some(target);
-    Shared(op)
+    ctx.checkpointed(op)
 }
 
 /// What the user function is called for.
@@ -188,6 +195,50 @@ where
                 Call::Timer(time, TimeDomain::ProcessingTime),
             )?;
         }
+        self.schedule_processing_time();
+        Ok(())
+    }
+}
+
+/// The keyed process operator's checkpointed state: the value per key and
+/// the live timers per key (both domains), each one keyed state of the
+/// snapshot. The timer queues are rebuilt from the timers on restore.
+impl<K, I, O, KF, P> CheckpointedOperator for KeyedProcess<KF, P, K, I, O>
+where
+    K: Hash + Eq + Clone + Codec + Send + Sync + 'static,
+    P: KeyedProcessFunction<K, I, O>,
+{
+    fn snapshot_state(&mut self, _checkpoint_id: u64, parts: &mut OperatorParts) -> TaskResult {
+        parts.keyed.push(keyed_write(
+            "values",
+            std::any::type_name::<(K, P::State)>(),
+            self.state.fork(),
+        ));
+        parts.keyed.push(keyed_write(
+            "event-timers",
+            std::any::type_name::<(K, Vec<i64>)>(),
+            self.event_timers.fork(),
+        ));
+        parts.keyed.push(keyed_write(
+            "processing-timers",
+            std::any::type_name::<(K, Vec<i64>)>(),
+            self.processing_timers.fork(),
+        ));
+        Ok(())
+    }
+
+    fn restore_state(&mut self, restored: &RestoredOperator<'_>) -> TaskResult {
+        let failed = |message: String| {
+            Box::new(TaskError::Checkpoint {
+                location: self.location.clone(),
+                message,
+            })
+        };
+        self.state = restored.keyed_state("values").map_err(failed)?;
+        let event_timers = restored.keyed_state("event-timers").map_err(failed)?;
+        let processing_timers = restored.keyed_state("processing-timers").map_err(failed)?;
+        self.event_timers.restore(event_timers);
+        self.processing_timers.restore(processing_timers);
         self.schedule_processing_time();
         Ok(())
     }

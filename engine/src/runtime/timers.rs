@@ -198,6 +198,26 @@ impl<K: Hash + Eq + Clone> KeyedTimers<K> {
         Some((time, key_group, key))
     }
 
+    /// The live timers per key, forked for a snapshot (copy-on-write).
+    pub(crate) fn fork(&self) -> rheon_state::keyed::KeyGroupedFork<K, Vec<i64>> {
+        self.per_key.fork()
+    }
+
+    /// Replaces every timer with the live timers per key of a snapshot.
+    pub(crate) fn restore(&mut self, per_key: KeyGroupedMap<K, Vec<i64>>) {
+        let mut queue: BTreeMap<i64, Vec<(u32, K)>> = BTreeMap::new();
+        for (key_group, key, times) in per_key.iter() {
+            for &time in times {
+                queue
+                    .entry(time)
+                    .or_default()
+                    .push((key_group, key.clone()));
+            }
+        }
+        self.queue = queue;
+        self.per_key = per_key;
+    }
+
     /// Number of live timers.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -243,6 +263,28 @@ mod tests {
         t.register(1, &1, 7);
         assert_eq!(t.pop_due(10), Some((7, 1, 1)));
         assert_eq!(t.pop_due(10), None, "re-registered once, fires once");
+    }
+
+    #[test]
+    fn restored_timers_fire_like_the_forked_ones() {
+        let mut t = timers();
+        t.register(1, &10, 30);
+        t.register(2, &20, 10);
+        t.register(2, &20, 40);
+        t.delete(2, &20, 40);
+        let fork = t.fork();
+        let mut map = KeyGroupedMap::new(KeyGroupRange::new(0, 127), 128);
+        for key_group in 0..128 {
+            for (key, times) in fork.key_group(key_group) {
+                map.insert(key_group, *key, times.clone());
+            }
+        }
+        let mut restored = timers();
+        restored.restore(map);
+        assert_eq!(restored.len(), 2);
+        assert_eq!(restored.pop_due(i64::MAX), Some((10, 2, 20)));
+        assert_eq!(restored.pop_due(i64::MAX), Some((30, 1, 10)));
+        assert_eq!(restored.pop_due(i64::MAX), None);
     }
 
     struct Recorder(Vec<i64>);
