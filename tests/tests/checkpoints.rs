@@ -1,8 +1,10 @@
 //! Exactly-once recovery with the `windows` job (keyed event-time windows
 //! into the exactly-once file sink): injected task panics, a SIGKILL of the
-//! whole process, rescaling 2 -> 3 -> 1 through retained checkpoints, and a
-//! damaged newest checkpoint. In each case the committed output must equal a
-//! failure-free run's exactly.
+//! whole process, rescaling 2 -> 3 -> 1 through retained checkpoints, a
+//! savepoint taken on request and restored at another parallelism: in each
+//! case the committed output must equal a failure-free run's exactly. And a
+//! corrupt, truncated or deleted state file in the newest checkpoint: the
+//! restore falls back to the older one and loses no row.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -46,19 +48,23 @@ struct Run<'a> {
     failures: &'a [u64],
     restart: RestartStrategy,
     checkpoints: &'a Path,
-    restore: bool,
+    /// Restore from this checkpoint, or the newest valid one under this root.
+    restore: Option<&'a Path>,
     output: &'a Path,
 }
 
 /// Runs the job with checkpoints every 100 ms at 30 000 events/s, panicking
 /// a task the first time each of `failures` (record numbers) is seen.
 fn run(r: &Run<'_>) -> Result<JobOutcome, rheon::JobError> {
-    let mut c = CheckpointConfig::every(Duration::from_millis(100), r.checkpoints);
+    job(r, Duration::from_millis(100)).execute("windows")
+}
+
+/// The job of [`run`], with checkpoints every `interval`.
+fn job(r: &Run<'_>, interval: Duration) -> StreamEnv {
+    let mut c = CheckpointConfig::every(interval, r.checkpoints);
     c.restart = r.restart.clone();
     c.retained = 3;
-    if r.restore {
-        c.restore_from = Some(r.checkpoints.to_path_buf());
-    }
+    c.restore_from = r.restore.map(Path::to_path_buf);
     let config = EngineConfig::default()
         .with_executors(2)
         .with_parallelism(r.parallelism)
@@ -71,7 +77,7 @@ fn run(r: &Run<'_>) -> Result<JobOutcome, rheon::JobError> {
             panic!("injected failure at record {}", e.1);
         }
     });
-    env.execute("windows")
+    env
 }
 
 fn at(fraction: f64) -> u64 {
@@ -93,7 +99,7 @@ fn injected_task_failures_commit_exactly_the_failure_free_output() {
             delay: Duration::from_millis(20),
         },
         checkpoints: &checkpoints,
-        restore: false,
+        restore: None,
         output: &output,
     })
     .expect("the job recovers and succeeds");
@@ -116,7 +122,7 @@ fn rescaling_2_to_3_to_1_through_retained_checkpoints() {
     let output = output_dir.path().to_path_buf();
     let checkpoints_dir = TempDir::new("ckpt-rescale-chk");
     let checkpoints = checkpoints_dir.path().to_path_buf();
-    let stop = |p: u32, failure: u64, restore: bool| {
+    let stop = |p: u32, failure: u64, restore: Option<&Path>| {
         let result = run(&Run {
             parallelism: p,
             failures: &[failure],
@@ -127,13 +133,13 @@ fn rescaling_2_to_3_to_1_through_retained_checkpoints() {
         });
         assert!(result.is_err(), "the run at parallelism {p} was to fail");
     };
-    stop(2, at(0.3), false);
+    stop(2, at(0.3), None);
     let after_first = rheon_state::checkpoint::list_completed(&checkpoints).unwrap();
     assert!(
         !after_first.is_empty(),
         "a checkpoint completed at parallelism 2"
     );
-    stop(3, at(0.6), true);
+    stop(3, at(0.6), Some(&checkpoints));
     let after_second = rheon_state::checkpoint::list_completed(&checkpoints).unwrap();
     assert!(
         after_second[0].0 > after_first[0].0,
@@ -144,25 +150,63 @@ fn rescaling_2_to_3_to_1_through_retained_checkpoints() {
         failures: &[],
         restart: RestartStrategy::None,
         checkpoints: &checkpoints,
-        restore: true,
+        restore: Some(&checkpoints),
         output: &output,
     })
     .expect("the run at parallelism 1 finishes");
     assert!(committed_lines(&output).unwrap() == *expected());
 }
 
+/// How a test damages a state file of the newest checkpoint.
+#[derive(Clone, Copy, Debug)]
+enum Damage {
+    /// One byte in the middle flipped.
+    Corrupt,
+    /// Cut to half its length.
+    Truncate,
+    /// Deleted.
+    Delete,
+}
+
+fn damage(file: &Path, how: Damage) {
+    let bytes = std::fs::read(file).unwrap();
+    match how {
+        Damage::Corrupt => {
+            let mut bytes = bytes;
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0xff;
+            std::fs::write(file, bytes).unwrap();
+        }
+        Damage::Truncate => std::fs::write(file, &bytes[..bytes.len() / 2]).unwrap(),
+        Damage::Delete => std::fs::remove_file(file).unwrap(),
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 #[test]
-fn a_corrupt_newest_checkpoint_falls_back_to_an_older_one() {
-    let output_dir = TempDir::new("ckpt-corrupt-out");
+fn a_corrupt_truncated_or_missing_state_file_falls_back_to_an_older_checkpoint() {
+    let output_dir = TempDir::new("ckpt-damaged-out");
     let output = output_dir.path().to_path_buf();
-    let checkpoints_dir = TempDir::new("ckpt-corrupt-chk");
+    let checkpoints_dir = TempDir::new("ckpt-damaged-chk");
     let checkpoints = checkpoints_dir.path().to_path_buf();
     let result = run(&Run {
         parallelism: 2,
         failures: &[at(0.5)],
         restart: RestartStrategy::None,
         checkpoints: &checkpoints,
-        restore: false,
+        restore: None,
         output: &output,
     });
     assert!(result.is_err());
@@ -171,42 +215,113 @@ fn a_corrupt_newest_checkpoint_falls_back_to_an_older_one() {
         completed.len() >= 2,
         "two retained checkpoints: {completed:?}"
     );
-    // Damage a state file of the newest: flip a byte in its middle.
-    let newest = &completed[0].1;
-    let file = std::fs::read_dir(newest)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "snap"))
-        .expect("a state file");
-    let mut bytes = std::fs::read(&file).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xff;
-    std::fs::write(&file, bytes).unwrap();
-    let error = rheon_state::checkpoint::verify(newest).unwrap_err();
-    assert!(
-        error
-            .to_string()
-            .contains(&*file.file_name().unwrap().to_string_lossy()),
-        "{error}"
-    );
-    // The newest checkpoint's sink commits were already made visible by
-    // the notification; the older checkpoint's replay recommits nothing new
-    // and the rerun from it rewrites the rest, which must not duplicate:
-    // part files are per attempt, so only complete the run and compare.
-    run(&Run {
+    let newest_name = completed[0].1.file_name().unwrap().to_owned();
+    for how in [Damage::Corrupt, Damage::Truncate, Damage::Delete] {
+        // Each damage on its own copy of the checkpoints and the output.
+        let copy = TempDir::new("ckpt-damaged-copy");
+        let (checkpoints, output) = (copy.path().join("chk"), copy.path().join("out"));
+        copy_dir(checkpoints_dir.path(), &checkpoints);
+        copy_dir(output_dir.path(), &output);
+        let newest = checkpoints.join(&newest_name);
+        let file = std::fs::read_dir(&newest)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "snap"))
+            .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+            .expect("a state file");
+        damage(&file, how);
+        let error = rheon_state::checkpoint::verify(&newest).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains(&*file.file_name().unwrap().to_string_lossy()),
+            "{how:?}: the error names the file: {error}"
+        );
+        let (chosen, _, skipped) = rheon_state::checkpoint::latest_valid(&checkpoints).unwrap();
+        assert_eq!(
+            chosen.file_name(),
+            completed[1].1.file_name(),
+            "{how:?}: the older checkpoint is the one to restore"
+        );
+        assert_eq!(skipped.len(), 1, "{how:?}: the damaged one is skipped");
+        // The newest checkpoint's sink commits were already made visible by
+        // the notification; the rerun from the older one rewrites the rows
+        // after it, which may repeat those (as in Flink) but must lose none.
+        run(&Run {
+            parallelism: 2,
+            failures: &[],
+            restart: RestartStrategy::None,
+            checkpoints: &checkpoints,
+            restore: Some(&checkpoints),
+            output: &output,
+        })
+        .unwrap_or_else(|e| panic!("{how:?}: restores the older checkpoint and finishes: {e}"));
+        let got = committed_lines(&output).unwrap();
+        let expected: HashSet<&String> = expected().iter().collect();
+        assert!(
+            got.iter().all(|l| expected.contains(l)),
+            "{how:?}: no foreign rows"
+        );
+        let distinct: HashSet<&String> = got.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            expected.len(),
+            "{how:?}: every row committed"
+        );
+    }
+}
+
+#[test]
+fn a_savepoint_taken_on_request_restores_at_another_parallelism() {
+    let output_dir = TempDir::new("ckpt-savepoint-out");
+    let output = output_dir.path().to_path_buf();
+    let checkpoints_dir = TempDir::new("ckpt-savepoint-chk");
+    let checkpoints = checkpoints_dir.path().to_path_buf();
+    // No periodic checkpoint in the run: only the savepoint commits rows,
+    // then a failure stops the job for good.
+    let r = Run {
         parallelism: 2,
+        failures: &[at(0.8)],
+        restart: RestartStrategy::None,
+        checkpoints: &checkpoints,
+        restore: None,
+        output: &output,
+    };
+    let handle = job(&r, Duration::from_secs(3600))
+        .execute_detached("windows")
+        .expect("the job starts");
+    std::thread::sleep(Duration::from_millis(300));
+    let savepoint = handle.savepoint().expect("the savepoint completes");
+    assert!(
+        savepoint
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("savepoint-")),
+        "{}",
+        savepoint.display()
+    );
+    let failed = handle.wait();
+    assert!(failed.is_err(), "the injected failure stops the job");
+    let committed = committed_lines(&output).unwrap();
+    assert!(
+        committed.len() < expected().len(),
+        "the run stopped before its end ({} of {} rows)",
+        committed.len(),
+        expected().len()
+    );
+    rheon_state::checkpoint::verify(&savepoint).expect("the savepoint verifies");
+    run(&Run {
+        parallelism: 3,
         failures: &[],
         restart: RestartStrategy::None,
         checkpoints: &checkpoints,
-        restore: true,
+        restore: Some(&savepoint),
         output: &output,
     })
-    .expect("restores the older checkpoint and finishes");
-    let got = committed_lines(&output).unwrap();
-    let expected: HashSet<&String> = expected().iter().collect();
-    assert!(got.iter().all(|l| expected.contains(l)), "no foreign rows");
-    let distinct: HashSet<&String> = got.iter().collect();
-    assert_eq!(distinct.len(), expected.len(), "every row committed");
+    .expect("the job restored from the savepoint at parallelism 3 finishes");
+    assert!(
+        committed_lines(&output).unwrap() == *expected(),
+        "committed output differs from the failure-free run"
+    );
 }
 
 #[test]
