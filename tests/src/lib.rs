@@ -138,3 +138,12 @@ pub fn rheon_binary() -> &'static Path {
         binary
     })
 }
+
+/// Events per run of the checkpoint tests: small in CI, larger with
+/// `RHEON_CHECKPOINT_TEST_EVENTS` (a soak).
+pub fn checkpoint_test_events() -> u64 {
+    std::env::var("RHEON_CHECKPOINT_TEST_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60_000)
+}

@@ -18,10 +18,7 @@ use rheon_tests::{rheon_binary, TempDir};
 
 /// Events per run: small in CI, larger with `RHEON_CHECKPOINT_TEST_EVENTS`.
 fn events() -> u64 {
-    std::env::var("RHEON_CHECKPOINT_TEST_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60_000)
+    rheon_tests::checkpoint_test_events()
 }
 
 /// The failure-free output, computed once.

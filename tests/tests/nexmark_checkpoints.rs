@@ -16,10 +16,7 @@ use rheon_tests::TempDir;
 
 /// Events per run: small in CI, larger with `RHEON_CHECKPOINT_TEST_EVENTS`.
 fn events() -> u64 {
-    std::env::var("RHEON_CHECKPOINT_TEST_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60_000)
+    rheon_tests::checkpoint_test_events()
 }
 
 /// Generated events at 5 000 per second of event time, so that the stream
