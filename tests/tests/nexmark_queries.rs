@@ -2,8 +2,12 @@
 //! the same events (vectors, sorting and hash maps, no engine): generator source at
 //! parallelism 1 and 2, the JSON-lines file source, and the file source's error on a
 //! malformed line. q12 runs on processing time, so only its totals are compared.
+//! q15–q19 emit running results (a row per change of a key's result): at
+//! parallelism 1 every row is compared, at parallelism 2 (where intermediate rows
+//! depend on how the two generators interleave) the last row per key, which is
+//! the final result.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -29,8 +33,16 @@ fn engine(p: u32) -> EngineConfig {
         .with_parallelism(p)
 }
 
-/// The reference rows of `query` over `all`, written plainly.
+/// The reference rows of `query` over `all`, written plainly, sorted.
 fn reference(query: Query, all: &[Event]) -> Vec<String> {
+    let mut rows = reference_in_order(query, all);
+    rows.sort();
+    rows
+}
+
+/// The reference rows of `query` over `all`; for the running queries (q15–q19)
+/// in the order a single subtask emits them over `all` in order.
+fn reference_in_order(query: Query, all: &[Event]) -> Vec<String> {
     let mut rows = Vec::new();
     match query {
         Query::Q0 => {
@@ -339,7 +351,182 @@ fn reference(query: Query, all: &[Event]) -> Vec<String> {
                 ));
             }
         }
+        Query::Q15 | Query::Q16 => {
+            // Per day (q15) or (channel, day) (q16): index 0 overall, 1-3 per rank.
+            #[derive(Default)]
+            struct Acc {
+                bids: [u64; 4],
+                bidders: [HashSet<u64>; 4],
+                auctions: [HashSet<u64>; 4],
+                max_minute: String,
+            }
+            let mut accs: HashMap<String, Acc> = HashMap::new();
+            for b in bids(all) {
+                let day = day_string(b.date_time);
+                let key = if query == Query::Q15 {
+                    day.clone()
+                } else {
+                    format!("{},{day}", b.channel)
+                };
+                let acc = accs.entry(key.clone()).or_default();
+                let minute = minute_string(b.date_time);
+                if minute > acc.max_minute {
+                    acc.max_minute = minute;
+                }
+                for i in [0, rank_of(b.price)] {
+                    acc.bids[i] += 1;
+                    acc.bidders[i].insert(b.bidder);
+                    acc.auctions[i].insert(b.auction);
+                }
+                let mut row = key;
+                if query == Query::Q16 {
+                    row = format!("{row},{}", acc.max_minute);
+                }
+                for n in acc.bids {
+                    row = format!("{row},{n}");
+                }
+                for set in acc.bidders.iter().chain(&acc.auctions) {
+                    row = format!("{row},{}", set.len());
+                }
+                rows.push(row);
+            }
+        }
+        Query::Q17 => {
+            // (counts overall and per rank, min, max, sum) per (auction, day).
+            type Acc = ([u64; 4], u64, u64, u64);
+            let mut accs: HashMap<(u64, String), Acc> = HashMap::new();
+            for b in bids(all) {
+                let day = day_string(b.date_time);
+                let acc = accs
+                    .entry((b.auction, day.clone()))
+                    .or_insert(([0; 4], u64::MAX, 0, 0));
+                acc.0[0] += 1;
+                acc.0[rank_of(b.price)] += 1;
+                acc.1 = acc.1.min(b.price);
+                acc.2 = acc.2.max(b.price);
+                acc.3 += b.price;
+                let (n, min, max, sum) = *acc;
+                rows.push(format!(
+                    "{},{day},{},{},{},{},{min},{max},{},{sum}",
+                    b.auction,
+                    n[0],
+                    n[1],
+                    n[2],
+                    n[3],
+                    sum / n[0]
+                ));
+            }
+        }
+        Query::Q18 => {
+            // A bid at least as late as the key's latest replaces it.
+            let mut latest: HashMap<(u64, u64), i64> = HashMap::new();
+            for b in bids(all) {
+                let t = latest.entry((b.bidder, b.auction)).or_insert(i64::MIN);
+                if b.date_time >= *t {
+                    *t = b.date_time;
+                    rows.push(bid_columns(b));
+                }
+            }
+        }
+        Query::Q19 => {
+            // All bids per auction, sorted; a bid inserted at rank r <= 10 changes
+            // ranks r..=min(len, 10).
+            let order = |b: &Bid| {
+                (
+                    std::cmp::Reverse(b.price),
+                    b.date_time,
+                    b.bidder,
+                    b.channel.to_string(),
+                    b.url.to_string(),
+                    b.extra.to_string(),
+                )
+            };
+            let mut per_auction: HashMap<u64, Vec<&Bid>> = HashMap::new();
+            for b in bids(all) {
+                let sorted = per_auction.entry(b.auction).or_default();
+                let at = sorted.partition_point(|x| order(x) <= order(b));
+                sorted.insert(at, b);
+                for (i, x) in sorted.iter().enumerate().take(10).skip(at) {
+                    rows.push(format!("{},{}", bid_columns(x), i + 1));
+                }
+            }
+        }
     }
+    rows
+}
+
+/// q15–q17's price rank.
+fn rank_of(price: u64) -> usize {
+    if price < 10_000 {
+        1
+    } else if price < 1_000_000 {
+        2
+    } else {
+        3
+    }
+}
+
+/// `DATE_FORMAT(t, 'yyyy-MM-dd')` in UTC, by counting days through years and
+/// months.
+fn day_string(ms: i64) -> String {
+    let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let mut days = ms.div_euclid(86_400_000);
+    assert!(days >= 0, "times before 1970 are not expected");
+    let mut year = 1970;
+    while days >= if leap(year) { 366 } else { 365 } {
+        days -= if leap(year) { 366 } else { 365 };
+        year += 1;
+    }
+    let february = if leap(year) { 29 } else { 28 };
+    let mut month = 1;
+    for len in [31, february, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31] {
+        if days < len {
+            break;
+        }
+        days -= len;
+        month += 1;
+    }
+    format!("{year:04}-{month:02}-{:02}", days + 1)
+}
+
+/// `DATE_FORMAT(t, 'HH:mm')` in UTC.
+fn minute_string(ms: i64) -> String {
+    let minute_of_day = ms.div_euclid(60_000).rem_euclid(24 * 60);
+    format!("{:02}:{:02}", minute_of_day / 60, minute_of_day % 60)
+}
+
+/// `auction,bidder,price,channel,url,dateTime,extra`.
+fn bid_columns(b: &Bid) -> String {
+    format!(
+        "{},{},{},{},{},{},{}",
+        b.auction, b.bidder, b.price, b.channel, b.url, b.date_time, b.extra
+    )
+}
+
+/// Whether `query` emits a running result per key (an updated row per change).
+fn is_running(query: Query) -> bool {
+    matches!(
+        query,
+        Query::Q15 | Query::Q16 | Query::Q17 | Query::Q18 | Query::Q19
+    )
+}
+
+/// A running query's last row per key (its final result), sorted. `rows` must
+/// hold each key's rows in emission order.
+fn final_rows(query: Query, rows: &[String]) -> Vec<String> {
+    let mut last: HashMap<String, &String> = HashMap::new();
+    for row in rows {
+        let cols: Vec<&str> = row.split(',').collect();
+        let key = match query {
+            Query::Q15 => cols[0].to_string(),
+            // (auction, rank_number)
+            Query::Q19 => format!("{},{}", cols[0], cols[cols.len() - 1]),
+            // (channel, day), (auction, day), (auction, bidder)
+            _ => format!("{},{}", cols[0], cols[1]),
+        };
+        last.insert(key, row);
+    }
+    let mut rows: Vec<String> = last.into_values().cloned().collect();
     rows.sort();
     rows
 }
@@ -392,13 +579,18 @@ fn q12_totals(rows: &[String]) -> Vec<String> {
         .collect()
 }
 
-fn run_generator(query: Query, p: u32) -> Vec<String> {
+/// The rows as collected: each subtask's rows in the order it emitted them.
+fn run_generator_in_order(query: Query, p: u32) -> Vec<String> {
     let env = StreamEnv::new(engine(p));
     let out = build(query, generator_source(&env, config()));
     let handle = out.rows().collect();
     env.execute(&format!("nexmark {query} p={p}"))
         .unwrap_or_else(|e| panic!("{query} at parallelism {p}: {e}"));
-    let mut rows = handle.take();
+    handle.take()
+}
+
+fn run_generator(query: Query, p: u32) -> Vec<String> {
+    let mut rows = run_generator_in_order(query, p);
     if query == Query::Q12 {
         return q12_totals(&rows);
     }
@@ -412,9 +604,7 @@ fn run_file(query: Query, path: PathBuf) -> Result<Vec<String>, String> {
     let handle = out.rows().collect();
     env.execute(&format!("nexmark {query} from file"))
         .map_err(|e| e.to_string())?;
-    let mut rows = handle.take();
-    rows.sort();
-    Ok(rows)
+    Ok(handle.take())
 }
 
 fn all_events() -> Vec<Event> {
@@ -427,15 +617,42 @@ fn check(query: Query) {
     let expected = reference(query, &all_events());
     assert!(!expected.is_empty(), "{query}: the reference has no rows");
     for (p, got) in runs {
-        assert_eq!(got.len(), expected.len(), "{query} p={p}: row count");
-        if got != expected {
-            let first = got
-                .iter()
-                .zip(&expected)
-                .find(|(g, e)| g != e)
-                .map(|(g, e)| format!("engine '{g}' vs reference '{e}'"));
-            panic!("{query} p={p}: rows differ, first difference: {first:?}");
+        assert_same(&format!("{query} p={p}"), &got, &expected);
+    }
+}
+
+/// A running query: every row at parallelism 1, the final row per key at
+/// parallelism 1 and 2.
+fn check_running(query: Query) {
+    let in_order = reference_in_order(query, &all_events());
+    assert!(!in_order.is_empty(), "{query}: the reference has no rows");
+    let expected_final = final_rows(query, &in_order);
+    let mut expected = in_order;
+    expected.sort();
+    for p in [1, 2] {
+        let got = run_generator_in_order(query, p);
+        assert_same(
+            &format!("{query} p={p} final rows"),
+            &final_rows(query, &got),
+            &expected_final,
+        );
+        if p == 1 {
+            let mut got = got;
+            got.sort();
+            assert_same(&format!("{query} p=1 all rows"), &got, &expected);
         }
+    }
+}
+
+fn assert_same(what: &str, got: &[String], expected: &[String]) {
+    assert_eq!(got.len(), expected.len(), "{what}: row count");
+    if got != expected {
+        let first = got
+            .iter()
+            .zip(expected)
+            .find(|(g, e)| g != e)
+            .map(|(g, e)| format!("engine '{g}' vs reference '{e}'"));
+        panic!("{what}: rows differ, first difference: {first:?}");
     }
 }
 
@@ -462,6 +679,31 @@ query_tests! {
     q20_matches_reference: Query::Q20;
     q21_matches_reference: Query::Q21;
     q22_matches_reference: Query::Q22;
+}
+
+#[test]
+fn q15_matches_reference() {
+    check_running(Query::Q15);
+}
+
+#[test]
+fn q16_matches_reference() {
+    check_running(Query::Q16);
+}
+
+#[test]
+fn q17_matches_reference() {
+    check_running(Query::Q17);
+}
+
+#[test]
+fn q18_matches_reference() {
+    check_running(Query::Q18);
+}
+
+#[test]
+fn q19_matches_reference() {
+    check_running(Query::Q19);
 }
 
 #[test]
@@ -556,11 +798,15 @@ fn json_file_source_equals_generator() {
         if query == Query::Q12 {
             continue; // processing time: windows differ from run to run
         }
-        let from_file = run_file(query, path.clone()).unwrap();
-        assert!(
-            from_file == run_generator(query, 2),
-            "{query}: file and generator differ"
-        );
+        let mut from_file = run_file(query, path.clone()).unwrap();
+        let generated = if is_running(query) {
+            from_file = final_rows(query, &from_file);
+            final_rows(query, &run_generator_in_order(query, 2))
+        } else {
+            from_file.sort();
+            run_generator(query, 2)
+        };
+        assert!(from_file == generated, "{query}: file and generator differ");
     }
     let _ = std::fs::remove_file(&path);
 }

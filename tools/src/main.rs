@@ -141,11 +141,11 @@ enum Command {
         #[command(flatten)]
         engine: EngineArgs,
     },
-    /// Runs a Nexmark query (q0-q9, q11-q14, q20-q22) on the generated stream or a
+    /// Runs a Nexmark query (q0-q9, q11-q22) on the generated stream or a
     /// JSON-lines file and prints events/s; `nexmark generate --output FILE` instead
     /// writes the generated events as JSON lines.
     Nexmark {
-        /// The query (q0-q9, q11-q14, q20-q22), or `generate`.
+        /// The query (q0-q9, q11-q22), or `generate`.
         query: String,
         /// Events to generate.
         #[arg(long, default_value_t = 10_000_000)]

@@ -13,9 +13,11 @@
 //! - [`source`]: the generator and a JSON-lines file as engine sources.
 //! - [`queries`]: the query registry: q0–q3 there, the others in
 //!   [`auctions`] (auction–bid joins: q4, q6, q9, q20), [`windowed`] (q5, q7,
-//!   q8, q11, q12) and [`projections`] (q13, q14, q21, q22). Results are typed
-//!   and formatted as text only for a text sink.
+//!   q8, q11, q12), [`projections`] (q13, q14, q21, q22) and [`aggregates`]
+//!   (unbounded aggregations and top-N: q15–q19). Results are typed and
+//!   formatted as text only for a text sink.
 
+pub mod aggregates;
 pub mod auctions;
 pub mod generator;
 pub mod json;

@@ -1,7 +1,8 @@
 //! The Nexmark query registry, and q0–q3, on the DataStream API with the semantics of
 //! the Flink SQL of the `nexmark/nexmark` repository
 //! (`nexmark-flink/src/main/resources/queries/`). The other queries live in
-//! [`super::auctions`], [`super::windowed`] and [`super::projections`].
+//! [`super::auctions`], [`super::windowed`], [`super::projections`] and
+//! [`super::aggregates`].
 //!
 //! Every query produces a typed stream of result rows and a function that writes a
 //! row as one comma-separated line ([`Query::header`]); [`QueryOutput`] formats rows
@@ -40,7 +41,7 @@ use crate::runtime::watermark::WatermarkStrategy;
 
 use super::auctions::{self, bids};
 use super::model::{Auction, Bid, Event, Person};
-use super::{projections, windowed};
+use super::{aggregates, projections, windowed};
 
 /// The implemented queries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -59,6 +60,11 @@ pub enum Query {
     Q12,
     Q13,
     Q14,
+    Q15,
+    Q16,
+    Q17,
+    Q18,
+    Q19,
     Q20,
     Q21,
     Q22,
@@ -66,7 +72,7 @@ pub enum Query {
 
 impl Query {
     /// Every implemented query, in order.
-    pub const ALL: [Query; 17] = [
+    pub const ALL: [Query; 22] = [
         Query::Q0,
         Query::Q1,
         Query::Q2,
@@ -81,6 +87,11 @@ impl Query {
         Query::Q12,
         Query::Q13,
         Query::Q14,
+        Query::Q15,
+        Query::Q16,
+        Query::Q17,
+        Query::Q18,
+        Query::Q19,
         Query::Q20,
         Query::Q21,
         Query::Q22,
@@ -103,6 +114,11 @@ impl Query {
             Query::Q12 => "q12",
             Query::Q13 => "q13",
             Query::Q14 => "q14",
+            Query::Q15 => "q15",
+            Query::Q16 => "q16",
+            Query::Q17 => "q17",
+            Query::Q18 => "q18",
+            Query::Q19 => "q19",
             Query::Q20 => "q20",
             Query::Q21 => "q21",
             Query::Q22 => "q22",
@@ -127,6 +143,22 @@ impl Query {
             Query::Q11 | Query::Q12 => "bidder,bid_count,starttime,endtime",
             Query::Q13 => "auction,bidder,price,dateTime,value",
             Query::Q14 => "auction,bidder,price,bidTimeType,dateTime,extra,c_counts",
+            Query::Q15 => {
+                "day,total_bids,rank1_bids,rank2_bids,rank3_bids,total_bidders,rank1_bidders,\
+                 rank2_bidders,rank3_bidders,total_auctions,rank1_auctions,rank2_auctions,\
+                 rank3_auctions"
+            }
+            Query::Q16 => {
+                "channel,day,minute,total_bids,rank1_bids,rank2_bids,rank3_bids,total_bidders,\
+                 rank1_bidders,rank2_bidders,rank3_bidders,total_auctions,rank1_auctions,\
+                 rank2_auctions,rank3_auctions"
+            }
+            Query::Q17 => {
+                "auction,day,total_bids,rank1_bids,rank2_bids,rank3_bids,min_price,max_price,\
+                 avg_price,sum_price"
+            }
+            Query::Q18 => "auction,bidder,price,channel,url,dateTime,extra",
+            Query::Q19 => "auction,bidder,price,channel,url,dateTime,extra,rank_number",
             Query::Q20 => {
                 "auction,bidder,price,channel,url,dateTime,extra,itemName,description,\
                  initialBid,reserve,auction_dateTime,expires,seller,category,auction_extra"
@@ -401,6 +433,11 @@ pub fn build_with(
                 c
             );
         }),
+        Query::Q15 => QueryOutput::new(query, aggregates::q15(&events), aggregates::format_q15),
+        Query::Q16 => QueryOutput::new(query, aggregates::q16(&events), aggregates::format_q16),
+        Query::Q17 => QueryOutput::new(query, aggregates::q17(&events), aggregates::format_q17),
+        Query::Q18 => QueryOutput::new(query, aggregates::q18(&events), aggregates::format_q18),
+        Query::Q19 => QueryOutput::new(query, aggregates::q19(&events), aggregates::format_q19),
         Query::Q20 => QueryOutput::new(query, auctions::q20(&events), |(b, a), line| {
             let _ = write!(
                 line,
