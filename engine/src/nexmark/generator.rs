@@ -61,12 +61,18 @@
 //! except for long descriptions:
 //! - `extra` is a static slice of a padding pool drawn once per process (see
 //!   `EXTRA_POOL_BYTES`); cities, states and hot channel names are static strings.
+//!   Static texts sliced per event are [`StaticAscii`], so slicing one reads no byte
+//!   of it (a char-boundary check would be a cache miss per event).
 //! - Channel URLs come from a table built once per seed. For the first
 //!   `STATIC_CHANNEL_TABLES_MAX` (8) seeds of a process the table's text is leaked
-//!   (about 600 KB each) so URLs are static too: cloning one touches no reference count
-//!   shared between cores. Later seeds get a table of reference-counted URLs.
-//! - Names, emails, credit cards, item names and channel names (at most 19 bytes) are
-//!   assembled on the stack and stored inline.
+//!   (one fixed-width slot per URL, about 800 KB each) so URLs are static too:
+//!   cloning one touches no reference count shared between cores, and finding one
+//!   reads a byte of a 10 KB length table. Later seeds get a table of
+//!   reference-counted URLs.
+//! - Non-hot channel names are static slices of a per-process text of fixed-width
+//!   slots (`channel_names`), at a place computed from the channel number.
+//! - Names, emails, credit cards and item names (at most 19 bytes) are assembled on
+//!   the stack and stored inline.
 //! - An auction's description (up to 99 bytes) is inline when at most 22 bytes, else
 //!   allocated: it is drawn character by character, and slicing a pool instead would
 //!   change every description and every later draw of the auction. That is one
@@ -74,8 +80,20 @@
 //!   default proportions).
 //!
 //! The produced events are byte for byte those of the earlier `String` version (the
-//! same draws, in the same order). [`event`] computes URLs directly and allocates; it
-//! produces the same events.
+//! same draws, in the same order); `generated_stream_is_unchanged` pins fingerprints
+//! of the stream. [`event`] computes URLs directly and allocates; it produces the
+//! same events.
+//!
+//! # Arithmetic per event
+//!
+//! What depends only on the configuration (the seed's part of the random key, the
+//! inter-event delay, the bid padding) is derived once per [`Generator`] (`Plan`);
+//! an event divides by the proportion cycle once. Prices follow the reference
+//! formula `round(10^(6U) * 100)` exactly, without libm's `pow` in the common case:
+//! a table-and-polynomial approximation within 4e-15 is rounded when it is farther
+//! than 1e-13 (relative) from a rounding boundary `k + 0.5`, where the exact value
+//! must round the same way; otherwise (about one price in 10^5) `pow` decides (see
+//! `price_of_draw`).
 //!
 //! # Where this differs, and why
 //!
@@ -108,7 +126,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::model::{Auction, Bid, Event, Person};
-use super::text::Str;
+use super::text::{StaticAscii, Str};
 
 /// First person id (the reference's `FIRST_PERSON_ID`).
 pub const FIRST_PERSON_ID: u64 = 1000;
@@ -303,20 +321,77 @@ impl GeneratorConfig {
         self.local_timestamp_ms((p / s) * s)
     }
 
+    #[cfg(test)]
     fn last_base0_person_id(&self, n: u64) -> u64 {
-        let total = self.total_proportion();
-        let (epoch, offset) = (n / total, n % total);
-        epoch * self.person_proportion + offset.min(self.person_proportion - 1)
+        self.cycle_position(n).last_base0_person_id(self)
     }
 
     /// -1 before the first auction.
+    #[cfg(test)]
     fn last_base0_auction_id(&self, n: u64) -> i64 {
+        self.cycle_position(n).last_base0_auction_id(self)
+    }
+
+    /// Where event number `n` falls in the proportion cycle.
+    #[inline]
+    fn cycle_position(&self, n: u64) -> CyclePosition {
         let total = self.total_proportion();
-        let (mut epoch, mut offset) = ((n / total) as i64, (n % total) as i64);
-        let (pp, ap) = (
-            self.person_proportion as i64,
-            self.auction_proportion as i64,
-        );
+        CyclePosition {
+            epoch: n / total,
+            offset: n % total,
+        }
+    }
+
+    /// A person id among the active ones or just ahead; `last_base0_person_id` of
+    /// the current event.
+    #[inline]
+    fn next_base0_person_id(&self, rng: &mut Rng, last_base0_person_id: u64) -> u64 {
+        let num_people = last_base0_person_id + 1;
+        let active = num_people.min(self.num_active_people);
+        num_people - active + rng.below(active + PERSON_ID_LEAD)
+    }
+
+    /// An auction id among those in flight or just ahead; `last_base0_auction_id`
+    /// of the current event.
+    #[inline]
+    fn next_base0_auction_id(&self, rng: &mut Rng, last_base0_auction_id: i64) -> u64 {
+        let max = last_base0_auction_id.max(0) as u64;
+        let min = max.saturating_sub(self.num_in_flight_auctions);
+        min + rng.below(max - min + 1 + AUCTION_ID_LEAD)
+    }
+}
+
+/// Event number `n` as `epoch * total_proportion() + offset`: the reference's id
+/// bookkeeping, computed with one division per event.
+#[derive(Clone, Copy, Debug)]
+struct CyclePosition {
+    epoch: u64,
+    offset: u64,
+}
+
+impl CyclePosition {
+    #[inline]
+    fn kind(self, c: &GeneratorConfig) -> EventKind {
+        if self.offset < c.person_proportion {
+            EventKind::Person
+        } else if self.offset < c.person_proportion + c.auction_proportion {
+            EventKind::Auction
+        } else {
+            EventKind::Bid
+        }
+    }
+
+    /// The reference's `lastBase0PersonId`.
+    #[inline]
+    fn last_base0_person_id(self, c: &GeneratorConfig) -> u64 {
+        self.epoch * c.person_proportion + self.offset.min(c.person_proportion - 1)
+    }
+
+    /// The reference's `lastBase0AuctionId`: -1 before the first auction.
+    #[inline]
+    fn last_base0_auction_id(self, c: &GeneratorConfig) -> i64 {
+        let (mut epoch, mut offset) = (self.epoch as i64, self.offset as i64);
+        let (pp, ap) = (c.person_proportion as i64, c.auction_proportion as i64);
         if offset < pp {
             epoch -= 1;
             offset = ap - 1;
@@ -327,21 +402,52 @@ impl GeneratorConfig {
         }
         epoch * ap + offset
     }
+}
 
-    fn next_base0_person_id(&self, rng: &mut Rng, n: u64) -> u64 {
-        let num_people = self.last_base0_person_id(n) + 1;
-        let active = num_people.min(self.num_active_people);
-        num_people - active + rng.below(active + PERSON_ID_LEAD)
+/// What generating an event needs beyond the configuration, derived from it once
+/// per [`Generator`] (and per call of [`event`]): the event stream's key, the
+/// inter-event delay, the padding pool. Values are exactly those the
+/// configuration's methods compute, so events do not depend on whether they were
+/// made through a [`Generator`].
+#[derive(Clone, Debug)]
+struct Plan {
+    /// `mix64(seed ^ mix64(DOMAIN_EVENT))`: [`Rng::keyed`] without its first two
+    /// rounds, which depend on the seed only.
+    event_key: u64,
+    /// [`GeneratorConfig::inter_event_delay_us`].
+    delay_us: f64,
+    /// Events until `num_in_flight_auctions` more auctions exist (1666 by default).
+    events_for_auctions: u64,
+    /// A bid's padding length before its random part, and that part's half range.
+    bid_padding: Padding,
+    pool: StaticAscii,
+    prices: &'static PriceTables,
+    channel_names: StaticAscii,
+}
+
+impl Plan {
+    fn new(c: &GeneratorConfig) -> Plan {
+        Plan {
+            event_key: mix64(c.seed ^ mix64(DOMAIN_EVENT)),
+            delay_us: c.inter_event_delay_us(),
+            events_for_auctions: c.num_in_flight_auctions * c.total_proportion()
+                / c.auction_proportion,
+            bid_padding: Padding::new(BID_COUNTED_BYTES, c.avg_bid_byte_size),
+            pool: extra_pool(),
+            prices: price_tables(),
+            channel_names: channel_names(),
+        }
     }
 
-    fn next_base0_auction_id(&self, rng: &mut Rng, n: u64) -> u64 {
-        let max = self.last_base0_auction_id(n).max(0) as u64;
-        let min = max.saturating_sub(self.num_in_flight_auctions);
-        min + rng.below(max - min + 1 + AUCTION_ID_LEAD)
+    /// [`GeneratorConfig::local_timestamp_ms`] with the delay computed once.
+    #[inline]
+    fn local_timestamp_ms(&self, c: &GeneratorConfig, k: u64) -> i64 {
+        c.base_time_ms + ((k as f64 * self.delay_us) as i64) / 1000
     }
 }
 
 /// SplitMix64 finalizer.
+#[inline]
 fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -361,23 +467,21 @@ impl Rng {
         Rng(mix64(mix64(seed ^ mix64(domain)) ^ index))
     }
 
+    #[inline]
     fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(GOLDEN_GAMMA);
         mix64(self.0)
     }
 
     /// Uniform in `0..n` (`n > 0`).
+    #[inline]
     fn below(&mut self, n: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
 
+    #[inline]
     fn index(&mut self, len: usize) -> usize {
         self.below(len as u64) as usize
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 }
 
@@ -453,13 +557,14 @@ impl Scratch {
         self.push(&digits)
     }
 
+    #[inline]
     fn finish(&self) -> Str {
         assert!(
             self.len <= self.bytes.len(),
             "a generated string of {} bytes exceeds the inline capacity",
             self.len
         );
-        Str::inline_ascii(&self.bytes[..self.len]).expect("generated strings are ASCII")
+        Str::inline_ascii_array(self.bytes, self.len).expect("generated strings are ASCII")
     }
 }
 
@@ -503,28 +608,144 @@ fn java_round(x: f64) -> u64 {
 /// static slice: no allocation, copy or reference count.
 const EXTRA_POOL_BYTES: usize = 1 << 16;
 
-fn extra_pool() -> &'static str {
-    static POOL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| next_exact_string(&mut Rng::keyed(0, u64::MAX, 0), EXTRA_POOL_BYTES as u64))
+fn extra_pool() -> StaticAscii {
+    static POOL: std::sync::OnceLock<StaticAscii> = std::sync::OnceLock::new();
+    *POOL.get_or_init(|| {
+        let pool = next_exact_string(&mut Rng::keyed(0, u64::MAX, 0), EXTRA_POOL_BYTES as u64);
+        StaticAscii::new(Box::leak(pool.into_boxed_str())).expect("the pool is ASCII")
+    })
 }
 
-/// The reference's `nextExtra`: pads `current_size` to `avg_size` on average.
-fn next_extra(rng: &mut Rng, current_size: u64, avg_size: u64) -> Str {
-    if current_size > avg_size {
-        return Str::new();
+/// The model size the reference counts for a bid (four numbers of 8 bytes).
+const BID_COUNTED_BYTES: u64 = 32;
+
+/// The reference's `nextExtra` length distribution for one current size: `None`
+/// when the record is already at or over its average (no padding), else
+/// `base + below(2 * delta)` bytes (`below` skipped when `delta` is 0).
+#[derive(Clone, Copy, Debug)]
+struct Padding(Option<(u64, u64)>);
+
+impl Padding {
+    #[inline]
+    fn new(current_size: u64, avg_size: u64) -> Padding {
+        if current_size > avg_size {
+            return Padding(None);
+        }
+        let wanted = avg_size - current_size;
+        let delta = java_round(wanted as f64 * 0.2);
+        Padding(Some((wanted - delta, delta)))
     }
-    let wanted = avg_size - current_size;
-    let delta = java_round(wanted as f64 * 0.2);
-    let size = wanted - delta + if delta == 0 { 0 } else { rng.below(2 * delta) };
-    let pool = extra_pool();
+}
+
+/// The reference's `nextExtra`: pads a record to its average size on average.
+#[inline]
+fn next_extra(rng: &mut Rng, pool: StaticAscii, padding: Padding) -> Str {
+    let Padding(Some((base, delta))) = padding else {
+        return Str::new();
+    };
+    let size = base + if delta == 0 { 0 } else { rng.below(2 * delta) };
     let size = (size as usize).min(pool.len());
     let offset = rng.below((pool.len() - size + 1) as u64) as usize;
-    Str::from_static(&pool[offset..offset + size])
+    pool.slice(offset..offset + size)
 }
 
-/// The reference's `nextPrice`.
-fn next_price(rng: &mut Rng) -> u64 {
-    java_round(10f64.powf(rng.next_f64() * 6.0) * 100.0)
+/// Tables of [`price_of_draw`]: `coarse[a] = 100 * 2^(a / 128)` and
+/// `fine[b] = 2^(b / 16384)`, each within two ulps (libm's `exp2`).
+struct PriceTables {
+    coarse: [f64; 128],
+    fine: [f64; 128],
+}
+
+impl std::fmt::Debug for PriceTables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PriceTables")
+    }
+}
+
+fn price_tables() -> &'static PriceTables {
+    static TABLES: std::sync::OnceLock<PriceTables> = std::sync::OnceLock::new();
+    TABLES.get_or_init(|| PriceTables {
+        coarse: std::array::from_fn(|a| 100.0 * (a as f64 / 128.0).exp2()),
+        fine: std::array::from_fn(|b| (b as f64 / 16_384.0).exp2()),
+    })
+}
+
+/// A bound on the relative difference between [`price_approx`] and
+/// `10f64.powf(x) * 100.0` for the `x` of the same draw: the approximation's own
+/// error is below 4e-15 (see there) and libm's `pow` and the product are within
+/// an ulp each, so this leaves a margin of 20.
+/// `prices_are_those_of_the_reference_formula` checks it.
+const PRICE_RELATIVE_ERROR_BOUND: f64 = 1e-13;
+
+/// `6 log2(10)` in fixed point with 59 fractional bits (the rounding error is
+/// 6e-20 relative).
+const SIX_LOG2_10_FIXED_59: u64 = 0x9f73_da38_d9d4_a83e;
+
+/// `10^(6 m / 2^53) * 100` for a 53-bit draw `m`, within 4e-15 relative of
+/// `10^x * 100` for the reference's `x = (m * 2^-53) * 6.0` (a rounded f64), with
+/// a short chain of dependent operations (the libm `pow` it replaces, and a
+/// Horner polynomial, made the price the longest latency of a bid).
+///
+/// `t = x log2(10)` is computed in fixed point (`m * 6 log2(10)`, 112 fractional
+/// bits, no rounding that matters) and split as `i + a / 128 + b / 16384 + r`
+/// with `r < 2^-14`; `2^t = 2^i * coarse[a] * fine[b] * e^(r ln 2)`, the last by
+/// the degree-3 Taylor polynomial. Errors: `x` itself is `6 m / 2^53` rounded
+/// (2^-53 relative, so 1.5e-15 in `10^x`), the two table entries (4.4e-16
+/// each), the polynomial (truncation below 2e-19, rounding 2.2e-16) and the
+/// products (3.3e-16).
+#[inline]
+fn price_approx(m: u64, tables: &PriceTables) -> f64 {
+    debug_assert!(m < 1 << 53);
+    let t = u128::from(m) * u128::from(SIX_LOG2_10_FIXED_59); // t * 2^112, t < 20
+    let i = (t >> 112) as u64;
+    let a = ((t >> 105) & 127) as usize;
+    let b = ((t >> 98) & 127) as usize;
+    // r * 2^77 (its top 63 bits), r < 2^-14.
+    let r_fixed = ((t >> 35) as u64) & ((1 << 63) - 1);
+    let z = r_fixed as i64 as f64 * (std::f64::consts::LN_2 / (1u128 << 77) as f64);
+    let p = (1.0 + z) + (z * z) * (0.5 + z * (1.0 / 6.0));
+    let power_of_two = f64::from_bits((i + 1023) << 52);
+    (power_of_two * tables.coarse[a]) * (tables.fine[b] * p)
+}
+
+/// The reference's `nextPrice`: `round(10^(U*6) * 100)` with Java's `Math.round`.
+#[inline]
+fn next_price(rng: &mut Rng, tables: &PriceTables) -> u64 {
+    price_of_draw(rng.next_u64() >> 11, tables)
+}
+
+/// The `x` of `nextPrice` for the 53-bit draw `m`: a uniform draw in `[0, 1)`
+/// (`m * 2^-53`, exact), times 6.
+fn price_exponent(m: u64) -> f64 {
+    (m as f64 * (1.0 / (1u64 << 53) as f64)) * 6.0
+}
+
+/// `java_round(10f64.powf(price_exponent(m)) * 100.0)`, exactly: rounds the
+/// approximation, whose error is below `PRICE_RELATIVE_ERROR_BOUND`, when it is
+/// farther than that error from a rounding boundary (`k + 0.5`), since the exact
+/// value then rounds to the same integer. Otherwise (about one price in 10^5)
+/// it computes the exact value with libm.
+#[inline]
+fn price_of_draw(m: u64, tables: &PriceTables) -> u64 {
+    let y = price_approx(m, tables);
+    // `y` is in [100, 1e8]: its ulp is at most 2^-26, so `y + 0.5` is exact, as
+    // is the fraction below (Sterbenz).
+    // (Signed conversions: one instruction each, unlike unsigned ones.)
+    let shifted = y + 0.5;
+    let rounded = shifted as i64;
+    let fraction = shifted - rounded as f64;
+    let error = y * PRICE_RELATIVE_ERROR_BOUND;
+    if fraction > error && fraction < 1.0 - error {
+        rounded as u64
+    } else {
+        price_exact(price_exponent(m))
+    }
+}
+
+/// The reference formula evaluated with libm's `pow`.
+#[cold]
+fn price_exact(x: f64) -> u64 {
+    java_round(10f64.powf(x) * 100.0)
 }
 
 fn base_url(rng: &mut Rng) -> String {
@@ -572,6 +793,39 @@ fn channel_name(k: u64) -> Str {
         .finish()
 }
 
+/// Bytes per channel name in [`channel_names`]: `channel-` and up to 8 digits.
+const CHANNEL_NAME_SLOT_BYTES: usize = 16;
+// `static_channel_name` counts at most four digits.
+const _: () = assert!(NUM_CHANNELS <= 10_000);
+
+/// `channel-<k>` for every non-hot channel `k`, name `k` at
+/// `k * CHANNEL_NAME_SLOT_BYTES` (then padding): built once per process (160 KB)
+/// so a bid's channel name is a static slice at a computed place, neither
+/// formatted nor looked up in a table.
+fn channel_names() -> StaticAscii {
+    static NAMES: std::sync::OnceLock<StaticAscii> = std::sync::OnceLock::new();
+    *NAMES.get_or_init(|| {
+        let mut text = String::with_capacity(NUM_CHANNELS as usize * CHANNEL_NAME_SLOT_BYTES);
+        for k in 0..NUM_CHANNELS {
+            let name = channel_name(k);
+            text.push_str(&name);
+            text.extend(std::iter::repeat_n(
+                ' ',
+                CHANNEL_NAME_SLOT_BYTES - name.len(),
+            ));
+        }
+        StaticAscii::new(Box::leak(text.into_boxed_str())).expect("channel names are ASCII")
+    })
+}
+
+/// [`channel_name`]`(k)` as a slice of [`channel_names`] (`k < NUM_CHANNELS`).
+#[inline]
+fn static_channel_name(names: StaticAscii, k: u64) -> Str {
+    let digits = 1 + usize::from(k >= 10) + usize::from(k >= 100) + usize::from(k >= 1000);
+    let at = k as usize * CHANNEL_NAME_SLOT_BYTES;
+    names.slice(at..at + "channel-".len() + digits)
+}
+
 /// Channel tables kept for the life of the process, at most one per seed and at
 /// most this many seeds: their URL text (about 600 KB) is leaked so that a bid's
 /// URL is a static [`Str`], whose clone and drop touch no reference count that
@@ -581,12 +835,26 @@ fn channel_name(k: u64) -> Str {
 const STATIC_CHANNEL_TABLES_MAX: usize = 8;
 
 /// Precomputed channel URLs for one seed (a pure cache of [`hot_url`] and
-/// [`channel_url`]). Channel names are not cached: [`channel_name`] writes one
-/// inline faster than a lookup in a 240 KB table that misses the L1 cache.
+/// [`channel_url`]).
 #[derive(Debug)]
 struct ChannelTable {
     hot_urls: Vec<Str>,
-    urls: Vec<Str>,
+    urls: ChannelUrls,
+}
+
+/// The URLs of the `NUM_CHANNELS` non-hot channels.
+#[derive(Debug)]
+enum ChannelUrls {
+    /// URL `k` is the first `lens[k]` bytes of slot `k`, at `k * stride` in
+    /// `text`: a lookup reads one byte of a 10 KB table (a 24-byte `Str` of a
+    /// 240 KB table missed the L1 cache), never the text itself.
+    Static {
+        text: StaticAscii,
+        stride: usize,
+        lens: Vec<u8>,
+    },
+    /// Reference-counted URLs (tables beyond [`STATIC_CHANNEL_TABLES_MAX`]).
+    Counted(Vec<Str>),
 }
 
 impl ChannelTable {
@@ -615,35 +883,63 @@ impl ChannelTable {
     fn build(seed: u64, leak: bool) -> ChannelTable {
         let hot: Vec<String> = (0..HOT_CHANNELS.len()).map(|i| hot_url(seed, i)).collect();
         let cold: Vec<String> = (0..NUM_CHANNELS).map(|k| channel_url(seed, k)).collect();
-        let (hot_urls, urls) = if leak {
-            let text: &'static str = Box::leak(
-                hot.iter()
-                    .chain(&cold)
-                    .map(String::as_str)
-                    .collect::<String>()
-                    .into_boxed_str(),
-            );
-            let mut at = 0;
-            let mut slice = |url: &String| {
-                let s = Str::from_static(&text[at..at + url.len()]);
-                at += url.len();
-                s
+        if !leak {
+            return ChannelTable {
+                hot_urls: hot.into_iter().map(Str::from).collect(),
+                urls: ChannelUrls::Counted(cold.into_iter().map(Str::from).collect()),
             };
-            let hot_urls: Vec<Str> = hot.iter().map(&mut slice).collect();
-            let urls: Vec<Str> = cold.iter().map(&mut slice).collect();
-            (hot_urls, urls)
-        } else {
-            (
-                hot.into_iter().map(Str::from).collect(),
-                cold.into_iter().map(Str::from).collect(),
-            )
-        };
-        ChannelTable { hot_urls, urls }
+        }
+        // Hot URLs in the first slots, then the others; about 800 KB.
+        let stride = hot.iter().chain(&cold).map(String::len).max().unwrap_or(0);
+        let mut text = String::with_capacity((hot.len() + cold.len()) * stride);
+        for url in hot.iter().chain(&cold) {
+            text.push_str(url);
+            text.extend(std::iter::repeat_n(' ', stride - url.len()));
+        }
+        let text = StaticAscii::new(Box::leak(text.into_boxed_str())).expect("URLs are ASCII");
+        let hot_urls = hot
+            .iter()
+            .enumerate()
+            .map(|(i, url)| text.slice(i * stride..i * stride + url.len()))
+            .collect();
+        let lens = cold
+            .iter()
+            .map(|url| u8::try_from(url.len()).expect("a channel URL is below 256 bytes"))
+            .collect();
+        let text = text.sub(hot.len() * stride..text.len());
+        ChannelTable {
+            hot_urls,
+            urls: ChannelUrls::Static { text, stride, lens },
+        }
+    }
+
+    /// The URL of non-hot channel `k` (`k < NUM_CHANNELS`).
+    #[inline]
+    fn url(&self, k: usize) -> Str {
+        match &self.urls {
+            ChannelUrls::Static { text, stride, lens } => {
+                let at = k * stride;
+                text.slice(at..at + usize::from(lens[k]))
+            }
+            ChannelUrls::Counted(urls) => urls[k].clone(),
+        }
     }
 }
 
-fn next_person(c: &GeneratorConfig, rng: &mut Rng, n: u64, ts: i64) -> Person {
-    let id = c.last_base0_person_id(n) + FIRST_PERSON_ID;
+/// The state of one event's generation: the configuration, what was derived
+/// from it, the event's number, time and place in the proportion cycle.
+struct EventSite<'a> {
+    c: &'a GeneratorConfig,
+    plan: &'a Plan,
+    /// Local event number on the event's timeline (`n / num_generators`).
+    local: u64,
+    ts: i64,
+    cycle: CyclePosition,
+}
+
+fn next_person(site: &EventSite<'_>, rng: &mut Rng) -> Person {
+    let c = site.c;
+    let id = site.cycle.last_base0_person_id(c) + FIRST_PERSON_ID;
     let first = FIRST_NAMES[rng.index(FIRST_NAMES.len())];
     let last = LAST_NAMES[rng.index(LAST_NAMES.len())];
     let name = Scratch::new()
@@ -672,7 +968,8 @@ fn next_person(c: &GeneratorConfig, rng: &mut Rng, n: u64, ts: i64) -> Person {
     let state = Str::from_static(US_STATES[rng.index(US_STATES.len())]);
     let current =
         8 + name.len() + email_address.len() + credit_card.len() + city.len() + state.len();
-    let extra = next_extra(rng, current as u64, c.avg_person_byte_size);
+    let padding = Padding::new(current as u64, c.avg_person_byte_size);
+    let extra = next_extra(rng, site.plan.pool, padding);
     Person {
         id,
         name,
@@ -680,25 +977,24 @@ fn next_person(c: &GeneratorConfig, rng: &mut Rng, n: u64, ts: i64) -> Person {
         credit_card,
         city,
         state,
-        date_time: ts,
+        date_time: site.ts,
         extra,
     }
 }
 
-fn next_auction(c: &GeneratorConfig, rng: &mut Rng, n: u64, ts: i64) -> Auction {
-    let id = c.last_base0_auction_id(n).max(0) as u64 + FIRST_AUCTION_ID;
+fn next_auction(site: &EventSite<'_>, rng: &mut Rng) -> Auction {
+    let (c, plan, ts) = (site.c, site.plan, site.ts);
+    let id = site.cycle.last_base0_auction_id(c).max(0) as u64 + FIRST_AUCTION_ID;
+    let last_person = site.cycle.last_base0_person_id(c);
     let seller = if rng.below(c.hot_sellers_ratio) > 0 {
-        (c.last_base0_person_id(n) / HOT_BATCH) * HOT_BATCH
+        (last_person / HOT_BATCH) * HOT_BATCH
     } else {
-        c.next_base0_person_id(rng, n)
+        c.next_base0_person_id(rng, last_person)
     } + FIRST_PERSON_ID;
     let category = FIRST_CATEGORY_ID + rng.below(NUM_CATEGORIES);
-    let initial_bid = next_price(rng);
+    let initial_bid = next_price(rng, plan.prices);
     // Length: on average the time until `num_in_flight_auctions` more auctions exist.
-    let local = n / c.num_generators;
-    let events_for_auctions =
-        c.num_in_flight_auctions * c.total_proportion() / c.auction_proportion;
-    let horizon_ms = c.local_timestamp_ms(local + events_for_auctions) - ts;
+    let horizon_ms = plan.local_timestamp_ms(c, site.local + plan.events_for_auctions) - ts;
     let expires = ts + 1 + rng.below(horizon_ms.saturating_mul(2).max(1) as u64) as i64;
     let mut buf = [0; NEXT_STRING_MAX_BYTES];
     let item_name = Scratch::new()
@@ -710,9 +1006,10 @@ fn next_auction(c: &GeneratorConfig, rng: &mut Rng, n: u64, ts: i64) -> Auction 
     let description = Str::inline_ascii(description).unwrap_or_else(|| {
         Str::from(std::str::from_utf8(description).expect("nextString writes ASCII"))
     });
-    let reserve = initial_bid + next_price(rng);
+    let reserve = initial_bid + next_price(rng, plan.prices);
     let current = 8 + item_name.len() + description.len() + 40;
-    let extra = next_extra(rng, current as u64, c.avg_auction_byte_size);
+    let padding = Padding::new(current as u64, c.avg_auction_byte_size);
+    let extra = next_extra(rng, plan.pool, padding);
     Auction {
         id,
         item_name,
@@ -727,24 +1024,21 @@ fn next_auction(c: &GeneratorConfig, rng: &mut Rng, n: u64, ts: i64) -> Auction 
     }
 }
 
-fn next_bid(
-    c: &GeneratorConfig,
-    table: Option<&ChannelTable>,
-    rng: &mut Rng,
-    n: u64,
-    ts: i64,
-) -> Bid {
+#[inline]
+fn next_bid(site: &EventSite<'_>, table: Option<&ChannelTable>, rng: &mut Rng) -> Bid {
+    let (c, plan) = (site.c, site.plan);
     let auction = if rng.below(c.hot_auction_ratio) > 0 {
-        (c.last_base0_auction_id(n).max(0) as u64 / HOT_BATCH) * HOT_BATCH
+        (site.cycle.last_base0_auction_id(c).max(0) as u64 / HOT_BATCH) * HOT_BATCH
     } else {
-        c.next_base0_auction_id(rng, n)
+        c.next_base0_auction_id(rng, site.cycle.last_base0_auction_id(c))
     } + FIRST_AUCTION_ID;
+    let last_person = site.cycle.last_base0_person_id(c);
     let bidder = if rng.below(c.hot_bidders_ratio) > 0 {
-        (c.last_base0_person_id(n) / HOT_BATCH) * HOT_BATCH + 1
+        (last_person / HOT_BATCH) * HOT_BATCH + 1
     } else {
-        c.next_base0_person_id(rng, n)
+        c.next_base0_person_id(rng, last_person)
     } + FIRST_PERSON_ID;
-    let price = next_price(rng);
+    let price = next_price(rng, plan.prices);
     let (channel, url) = if rng.below(HOT_CHANNELS_RATIO) > 0 {
         let i = rng.index(HOT_CHANNELS.len());
         let url = match table {
@@ -754,31 +1048,46 @@ fn next_bid(
         (Str::from_static(HOT_CHANNELS[i]), url)
     } else {
         let k = rng.below(NUM_CHANNELS);
-        let url = match table {
-            Some(t) => t.urls[k as usize].clone(),
-            None => Str::from(channel_url(c.seed, k)),
-        };
-        (channel_name(k), url)
+        match table {
+            Some(t) => (
+                static_channel_name(plan.channel_names, k),
+                t.url(k as usize),
+            ),
+            None => (channel_name(k), Str::from(channel_url(c.seed, k))),
+        }
     };
-    let extra = next_extra(rng, 32, c.avg_bid_byte_size);
+    let extra = next_extra(rng, plan.pool, plan.bid_padding);
     Bid {
         auction,
         bidder,
         price,
         channel,
         url,
-        date_time: ts,
+        date_time: site.ts,
         extra,
     }
 }
 
-fn generate(c: &GeneratorConfig, table: Option<&ChannelTable>, n: u64) -> Event {
-    let mut rng = Rng::keyed(c.seed, DOMAIN_EVENT, n);
-    let ts = c.timestamp_ms(n);
-    match c.event_kind(n) {
-        EventKind::Person => Event::Person(next_person(c, &mut rng, n, ts)),
-        EventKind::Auction => Event::Auction(next_auction(c, &mut rng, n, ts)),
-        EventKind::Bid => Event::Bid(next_bid(c, table, &mut rng, n, ts)),
+#[inline]
+fn generate(c: &GeneratorConfig, plan: &Plan, table: Option<&ChannelTable>, n: u64) -> Event {
+    // `Rng::keyed(c.seed, DOMAIN_EVENT, n)`, its seed-only rounds done once.
+    let mut rng = Rng(mix64(plan.event_key ^ n));
+    let local = if c.num_generators == 1 {
+        n
+    } else {
+        n / c.num_generators
+    };
+    let site = EventSite {
+        c,
+        plan,
+        local,
+        ts: plan.local_timestamp_ms(c, local),
+        cycle: c.cycle_position(n),
+    };
+    match site.cycle.kind(c) {
+        EventKind::Bid => Event::Bid(next_bid(&site, table, &mut rng)),
+        EventKind::Person => Event::Person(next_person(&site, &mut rng)),
+        EventKind::Auction => Event::Auction(next_auction(&site, &mut rng)),
     }
 }
 
@@ -794,7 +1103,7 @@ fn assert_valid(config: &GeneratorConfig) {
 /// If `config.validate()` fails.
 pub fn event(config: &GeneratorConfig, n: u64) -> Event {
     assert_valid(config);
-    generate(config, None, n)
+    generate(config, &Plan::new(config), None, n)
 }
 
 /// The events at stream positions `range`, in stream order (the event numbers of
@@ -805,7 +1114,8 @@ pub fn event(config: &GeneratorConfig, n: u64) -> Event {
 pub fn events(config: &GeneratorConfig, range: Range<u64>) -> impl Iterator<Item = Event> {
     assert_valid(config);
     let config = config.clone();
-    range.map(move |q| generate(&config, None, config.event_number_at(q)))
+    let plan = Plan::new(&config);
+    range.map(move |q| generate(&config, &plan, None, config.event_number_at(q)))
 }
 
 /// The share of generator `index` of `count`: the positions `q` in `range` with
@@ -821,8 +1131,9 @@ pub fn events_for_generator(
 ) -> impl Iterator<Item = Event> {
     assert_valid(config);
     let config = config.clone();
+    let plan = Plan::new(&config);
     positions_for(range, index, count)
-        .map(move |q| generate(&config, None, config.event_number_at(q)))
+        .map(move |q| generate(&config, &plan, None, config.event_number_at(q)))
 }
 
 fn positions_for(range: Range<u64>, index: u64, count: u64) -> impl Iterator<Item = u64> {
@@ -839,6 +1150,7 @@ fn positions_for(range: Range<u64>, index: u64, count: u64) -> impl Iterator<Ite
 #[derive(Clone, Debug)]
 pub struct Generator {
     config: GeneratorConfig,
+    plan: Plan,
     channels: Arc<ChannelTable>,
 }
 
@@ -847,7 +1159,12 @@ impl Generator {
     pub fn new(config: GeneratorConfig) -> Result<Self, String> {
         config.validate()?;
         let channels = ChannelTable::for_seed(config.seed);
-        Ok(Generator { config, channels })
+        let plan = Plan::new(&config);
+        Ok(Generator {
+            config,
+            plan,
+            channels,
+        })
     }
 
     /// The configuration.
@@ -856,13 +1173,21 @@ impl Generator {
     }
 
     /// Event number `n`; equal to [`event`]`(self.config(), n)`.
+    #[inline]
     pub fn event(&self, n: u64) -> Event {
-        generate(&self.config, Some(&self.channels), n)
+        generate(&self.config, &self.plan, Some(&self.channels), n)
     }
 
     /// The event at stream position `position`.
+    #[inline]
     pub fn event_at(&self, position: u64) -> Event {
-        self.event(self.config.event_number_at(position))
+        // In order (the default), positions are event numbers: skip the divisions.
+        let n = if self.config.out_of_order_group_size == 1 {
+            position
+        } else {
+            self.config.event_number_at(position)
+        };
+        self.event(n)
     }
 
     /// Like [`events`].
@@ -934,11 +1259,50 @@ mod tests {
     #[test]
     fn prices_span_one_dollar_to_a_million() {
         let mut rng = Rng::keyed(0, 0, 1);
-        let prices: Vec<u64> = (0..100_000).map(|_| next_price(&mut rng)).collect();
+        let tables = price_tables();
+        let prices: Vec<u64> = (0..100_000).map(|_| next_price(&mut rng, tables)).collect();
         assert!(prices.iter().all(|&p| (100..=100_000_000).contains(&p)));
         // log-uniform: about a sixth below 10^3 cents.
         let low = prices.iter().filter(|&&p| p < 1000).count();
         assert!((15_000..18_500).contains(&low), "{low}");
+    }
+
+    /// The fast price path gives the reference formula's value for every draw
+    /// tried, and its error stays well inside the bound that makes it exact.
+    #[test]
+    fn prices_are_those_of_the_reference_formula() {
+        let tables = price_tables();
+        let mut worst = 0f64;
+        let mut check = |m: u64| {
+            let m = m.min((1 << 53) - 1);
+            let exact = 10f64.powf(price_exponent(m)) * 100.0;
+            let approx = price_approx(m, tables);
+            worst = worst.max((approx - exact).abs() / exact);
+            let reference = java_round(exact);
+            assert_eq!(price_of_draw(m, tables), reference, "m = {m}");
+        };
+        let mut rng = Rng::keyed(0, 0, 2);
+        for _ in 0..3_000_000 {
+            check(rng.next_u64() >> 11);
+        }
+        // Draws around: the ends; prices at rounding boundaries k + 0.5; the
+        // boundaries of the table indices and of powers of two.
+        let to_draw = |x: f64| (x / 6.0 * (1u64 << 53) as f64) as u64;
+        let mut draws = vec![0, (1 << 53) - 1];
+        for k in 100..20_000 {
+            draws.push(to_draw(((f64::from(k) + 0.5) / 100.0).log10()));
+        }
+        for step in 0..20 * 16_384u64 {
+            let t = step as f64 / 16_384.0;
+            draws.push(to_draw(t / std::f64::consts::LOG2_10));
+        }
+        for m in draws {
+            for d in 0..5 {
+                check(m.saturating_sub(2) + d);
+            }
+        }
+        println!("worst relative error of the price approximation: {worst:e}");
+        assert!(worst < PRICE_RELATIVE_ERROR_BOUND / 10.0, "{worst:e}");
     }
 
     #[test]
@@ -966,21 +1330,28 @@ mod tests {
     #[test]
     fn leaked_and_reference_counted_tables_agree() {
         let (leaked, counted) = (ChannelTable::build(5, true), ChannelTable::build(5, false));
-        assert!(leaked
-            .urls
+        let urls = |t: &ChannelTable| (0..NUM_CHANNELS as usize).map(|k| t.url(k)).collect();
+        let (leaked_urls, counted_urls): (Vec<Str>, Vec<Str>) = (urls(&leaked), urls(&counted));
+        assert!(leaked_urls
             .iter()
             .chain(&leaked.hot_urls)
             .all(Str::is_static));
-        assert!(counted
-            .urls
+        assert!(counted_urls
             .iter()
             .all(|u| !u.is_static() && !u.is_inline()));
         assert_eq!(leaked.hot_urls, counted.hot_urls);
-        assert_eq!(leaked.urls, counted.urls);
-        assert_eq!(leaked.urls.len() as u64, NUM_CHANNELS);
+        assert_eq!(leaked_urls, counted_urls);
+        match (&leaked.urls, &counted.urls) {
+            (ChannelUrls::Static { lens, .. }, ChannelUrls::Counted(urls)) => {
+                assert_eq!(lens.len() as u64, NUM_CHANNELS);
+                assert_eq!(urls.len() as u64, NUM_CHANNELS);
+            }
+            other => panic!("{other:?}"),
+        }
         for k in [0, 1, 42, NUM_CHANNELS - 1] {
-            assert_eq!(leaked.urls[k as usize], channel_url(5, k));
+            assert_eq!(leaked_urls[k as usize], channel_url(5, k));
             assert_eq!(channel_name(k), format!("channel-{k}"));
+            assert_eq!(static_channel_name(channel_names(), k), channel_name(k));
         }
         for (i, url) in leaked.hot_urls.iter().enumerate() {
             assert_eq!(*url, hot_url(5, i));
@@ -1040,6 +1411,61 @@ mod tests {
             }
         }
         assert_eq!(positions_for(5..5, 1, 3).count(), 0);
+    }
+
+    /// FNV-1a over the codec encoding of the events at positions `range`.
+    fn fingerprint(g: &Generator, range: Range<u64>) -> u64 {
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        for e in g.events(range) {
+            for b in rheon_net::codec::encode_to_vec(&e) {
+                hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        hash
+    }
+
+    /// The stream is pinned: optimizations of the generator must not change a
+    /// single byte of it (the fingerprints were taken from the first version).
+    #[test]
+    fn generated_stream_is_unchanged() {
+        let cases = [
+            (GeneratorConfig::default(), 0x19a1_ba27_f19c_b00d),
+            (
+                GeneratorConfig {
+                    seed: 7,
+                    num_generators: 3,
+                    out_of_order_group_size: 10,
+                    ..GeneratorConfig::default()
+                },
+                0xffc1_8237_815c_0418,
+            ),
+            (
+                GeneratorConfig {
+                    seed: 12_345,
+                    first_event_rate: 1_000,
+                    ..GeneratorConfig::default()
+                },
+                0xa778_fbfc_6e7c_1adf,
+            ),
+            (
+                GeneratorConfig {
+                    seed: 3,
+                    person_proportion: 2,
+                    auction_proportion: 5,
+                    bid_proportion: 13,
+                    num_generators: 2,
+                    avg_bid_byte_size: 40,
+                    ..GeneratorConfig::default()
+                },
+                0xcb6a_8c27_80b7_2c97,
+            ),
+        ];
+        for (c, expected) in cases {
+            let g = Generator::new(c.clone()).unwrap();
+            assert_eq!(fingerprint(&g, 0..100_000), expected, "{c:?}");
+            let direct = events(&c, 0..2_000).collect::<Vec<_>>();
+            assert!(direct.into_iter().eq(g.events(0..2_000)), "{c:?}");
+        }
     }
 
     #[test]

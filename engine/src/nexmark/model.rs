@@ -86,28 +86,7 @@ impl Event {
     }
 }
 
-/// Implements [`Codec`] for a struct by encoding the listed fields in order.
-macro_rules! codec_struct {
-    ($ty:ident { $($field:ident),+ $(,)? }) => {
-        impl Codec for $ty {
-            fn encoded_len(&self) -> usize {
-                0 $(+ self.$field.encoded_len())+
-            }
-            fn encode(&self, out: &mut [u8]) {
-                let mut at = 0;
-                $(
-                    let n = self.$field.encoded_len();
-                    self.$field.encode(&mut out[at..at + n]);
-                    at += n;
-                )+
-                let _ = at;
-            }
-            fn decode(input: &mut &[u8]) -> Result<Self, DecodeError> {
-                Ok($ty { $($field: Codec::decode(input)?),+ })
-            }
-        }
-    };
-}
+use rheon_net::codec_struct;
 
 codec_struct!(Person {
     id,

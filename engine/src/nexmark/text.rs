@@ -10,6 +10,9 @@
 //!   at run time (decoded records, parsed JSON, `From<String>`); slicing it or cloning
 //!   it is a reference-count increment.
 //!
+//! [`StaticAscii`] is a static text known to be ASCII, whose slices become static
+//! `Str`s without reading the text.
+//!
 //! A `Str` is 24 bytes, like a `String`, and behaves as a `str` everywhere it is
 //! observed: equality, ordering and hashing are those of the `str` it holds (so a
 //! `HashMap<Str, _>` is looked up with a `&str`), `Debug` and `Display` print it as a
@@ -93,6 +96,21 @@ impl Str {
         }))
     }
 
+    /// The first `len` bytes of `bytes`, stored inline as they are (no copy out of
+    /// the array, no call to `memcpy`), or `None` when `len` exceeds
+    /// [`INLINE_CAPACITY_BYTES`](Str::INLINE_CAPACITY_BYTES) or the bytes are not all
+    /// ASCII. For strings assembled in a fixed-size buffer.
+    #[inline]
+    pub fn inline_ascii_array(bytes: [u8; Str::INLINE_CAPACITY_BYTES], len: usize) -> Option<Str> {
+        if len > Str::INLINE_CAPACITY_BYTES || !bytes[..len].is_ascii() {
+            return None;
+        }
+        Some(Str(Repr::Inline {
+            len: len as u8,
+            bytes,
+        }))
+    }
+
     /// `s` inline when it fits, else shared (one allocation that owns the bytes).
     pub fn copy_from(s: &str) -> Str {
         Str::inline(s).unwrap_or_else(|| Str::from_shared(Arc::new(s.to_owned()), 0..s.len()))
@@ -167,6 +185,66 @@ impl Str {
     /// Whether the string refers to static memory.
     pub fn is_static(&self) -> bool {
         matches!(self.0, Repr::Static(_))
+    }
+}
+
+/// A static string checked once to be ASCII, so that every byte range of it is a
+/// `str`: [`StaticAscii::slice`] checks the bounds only and never reads the bytes.
+/// For large static texts sliced per event (the generator's padding pool, its
+/// channel URLs), where the char-boundary check of `&s[range]` would be a cache
+/// miss on bytes nobody else reads.
+#[derive(Clone, Copy)]
+pub struct StaticAscii(&'static str);
+
+impl StaticAscii {
+    /// `s`, or `None` when it is not all ASCII.
+    pub fn new(s: &'static str) -> Option<StaticAscii> {
+        s.is_ascii().then_some(StaticAscii(s))
+    }
+
+    /// Length in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the text is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The whole text.
+    pub fn as_str(&self) -> &'static str {
+        self.0
+    }
+
+    /// The bytes `range`, still known to be ASCII.
+    ///
+    /// # Panics
+    /// If `range` is out of bounds.
+    pub fn sub(&self, range: Range<usize>) -> StaticAscii {
+        let bytes: &'static [u8] = &self.0.as_bytes()[range];
+        // SAFETY: as in `slice`: ASCII bytes are valid UTF-8 (and stay ASCII).
+        StaticAscii(unsafe { std::str::from_utf8_unchecked(bytes) })
+    }
+
+    /// The bytes `range` as a static [`Str`].
+    ///
+    /// # Panics
+    /// If `range` is out of bounds (as `&s[range]` would).
+    #[inline]
+    pub fn slice(&self, range: Range<usize>) -> Str {
+        let bytes: &'static [u8] = &self.0.as_bytes()[range];
+        // SAFETY: `StaticAscii::new`, the only constructor, checked that every byte
+        // of `self.0` is ASCII, and the field is never changed; any run of ASCII
+        // bytes is valid UTF-8.
+        Str::from_static(unsafe { std::str::from_utf8_unchecked(bytes) })
+    }
+}
+
+impl fmt::Debug for StaticAscii {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StaticAscii({} bytes)", self.0.len())
     }
 }
 
@@ -439,6 +517,36 @@ mod tests {
         assert!(Str::new().is_inline() && Str::default().is_empty());
         assert!(Str::from_static("static").is_static());
         assert!(Str::from_static("a long static string, over 22 bytes").is_static());
+    }
+
+    #[test]
+    fn inline_arrays_and_static_ascii_slices() {
+        let mut bytes = [0u8; Str::INLINE_CAPACITY_BYTES];
+        bytes[..5].copy_from_slice(b"hello");
+        let s = Str::inline_ascii_array(bytes, 5).unwrap();
+        assert!(s.is_inline());
+        assert_eq!(s, "hello");
+        assert_eq!(Str::inline_ascii_array(bytes, 0).unwrap(), "");
+        assert!(Str::inline_ascii_array(bytes, Str::INLINE_CAPACITY_BYTES + 1).is_none());
+        bytes[2] = 0xc3;
+        assert!(Str::inline_ascii_array(bytes, 5).is_none());
+        assert_eq!(Str::inline_ascii_array(bytes, 2).unwrap(), "he");
+
+        assert!(StaticAscii::new("é").is_none());
+        let text = StaticAscii::new("the padding pool, longer than inline").unwrap();
+        assert_eq!(text.len(), 36);
+        let part = text.slice(4..11);
+        assert!(part.is_static());
+        assert_eq!(part, "padding");
+        assert_eq!(text.slice(36..36), "");
+        assert_eq!(text.sub(4..36).slice(0..7), "padding");
+        assert_eq!(format!("{text:?}"), "StaticAscii(36 bytes)");
+    }
+
+    #[test]
+    #[should_panic]
+    fn static_ascii_slices_are_bounds_checked() {
+        let _ = StaticAscii::new("abc").unwrap().slice(2..4);
     }
 
     #[test]

@@ -150,10 +150,62 @@ impl<'a, T> Emitter<'a, T> {
 /// Runs a user function, turning a panic into a task error naming the operator.
 #[inline]
 pub(crate) fn guarded<R>(location: &TaskLocation, f: impl FnOnce() -> R) -> TaskResult<R> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
-        Box::new(TaskError::UserFunction {
-            location: location.clone(),
-            message: crate::error::panic_message(payload.as_ref()),
-        })
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|payload| user_function_error(location, payload.as_ref()))
+}
+
+#[cold]
+fn user_function_error(
+    location: &TaskLocation,
+    payload: &(dyn std::any::Any + Send),
+) -> Box<TaskError> {
+    Box::new(TaskError::UserFunction {
+        location: location.clone(),
+        message: crate::error::panic_message(payload),
     })
+}
+
+/// Whether the code running inside [`guarded_chain`] is the operator's own (user
+/// code) or a call downstream.
+pub(crate) struct ChainGuard {
+    in_user_code: std::cell::Cell<bool>,
+}
+
+impl ChainGuard {
+    /// Passes `record` to `out`, outside the operator's attribution: a panic in
+    /// it is not this operator's. (A method, not a closure around the call, so
+    /// that the record is not copied into a closure.)
+    #[inline]
+    pub(crate) fn collect<T, C: Collector<T> + ?Sized>(
+        &self,
+        out: &mut C,
+        record: T,
+    ) -> TaskResult {
+        self.in_user_code.set(false);
+        let result = out.collect(record);
+        self.in_user_code.set(true);
+        result
+    }
+}
+
+/// Like [`guarded`] around every user call of `body`, in one guard: `body` runs
+/// user code and passes records on through [`ChainGuard::collect`]. A panic in
+/// user code becomes the task error naming the operator, as [`guarded`] makes
+/// it; a panic downstream continues unwinding as if this guard were not there. One guard per record (or per batch) instead
+/// of one per call keeps records from being copied through the guard's result.
+#[inline]
+pub(crate) fn guarded_chain<R>(
+    location: &TaskLocation,
+    body: impl FnOnce(&ChainGuard) -> TaskResult<R>,
+) -> TaskResult<R> {
+    let guard = ChainGuard {
+        in_user_code: std::cell::Cell::new(true),
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&guard))) {
+        Ok(result) => result,
+        Err(payload) if guard.in_user_code.get() => {
+            Err(user_function_error(location, payload.as_ref()))
+        }
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
 }

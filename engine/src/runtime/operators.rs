@@ -21,7 +21,7 @@ use crate::checkpoint::state::{
 
 use crate::api::functions::OneInputOperator;
 use crate::error::{TaskError, TaskLocation, TaskResult};
-use crate::runtime::collector::{guarded, BoxCollector, Collector, Emitter};
+use crate::runtime::collector::{guarded, guarded_chain, BoxCollector, Collector, Emitter};
 
 /// The `finish`, `watermark` and `watermark_status` of an operator that has
 /// nothing of its own to do for them: pass them on to `self.out`.
@@ -48,9 +48,11 @@ pub(crate) struct Map<F, O> {
 impl<I, O, F: FnMut(I) -> O> Collector<I> for Map<F, O> {
     #[inline]
     fn collect(&mut self, record: I) -> TaskResult {
-        let f = &mut self.f;
-        let value = guarded(&self.location, || f(record))?;
-        self.out.collect(value)
+        let (f, out) = (&mut self.f, &mut self.out);
+        guarded_chain(&self.location, |chain| {
+            let value = f(record);
+            chain.collect(out, value)
+        })
     }
     forward_to_out!();
 }
@@ -64,14 +66,14 @@ pub(crate) struct TryMap<F, O> {
 impl<I, O, E: Display, F: FnMut(I) -> Result<O, E>> Collector<I> for TryMap<F, O> {
     #[inline]
     fn collect(&mut self, record: I) -> TaskResult {
-        let f = &mut self.f;
-        match guarded(&self.location, || f(record))? {
-            Ok(value) => self.out.collect(value),
+        let (f, out, location) = (&mut self.f, &mut self.out, &self.location);
+        guarded_chain(location, |chain| match f(record) {
+            Ok(value) => chain.collect(out, value),
             Err(e) => Err(Box::new(TaskError::UserFunction {
-                location: self.location.clone(),
+                location: location.clone(),
                 message: e.to_string(),
             })),
-        }
+        })
     }
     forward_to_out!();
 }
@@ -85,12 +87,14 @@ pub(crate) struct Filter<F, T> {
 impl<T, F: FnMut(&T) -> bool> Collector<T> for Filter<F, T> {
     #[inline]
     fn collect(&mut self, record: T) -> TaskResult {
-        let f = &mut self.f;
-        if guarded(&self.location, || f(&record))? {
-            self.out.collect(record)
-        } else {
-            Ok(())
-        }
+        let (f, out) = (&mut self.f, &mut self.out);
+        guarded_chain(&self.location, |chain| {
+            if f(&record) {
+                chain.collect(out, record)
+            } else {
+                Ok(())
+            }
+        })
     }
     forward_to_out!();
 }
@@ -104,13 +108,14 @@ pub(crate) struct FlatMap<F, O> {
 impl<I, O, It: IntoIterator<Item = O>, F: FnMut(I) -> It> Collector<I> for FlatMap<F, O> {
     #[inline]
     fn collect(&mut self, record: I) -> TaskResult {
-        let f = &mut self.f;
-        let mut iter = guarded(&self.location, || f(record).into_iter())?;
-        // The iterator may run user code lazily: guard each step too.
-        while let Some(value) = guarded(&self.location, || iter.next())? {
-            self.out.collect(value)?;
-        }
-        Ok(())
+        let (f, out) = (&mut self.f, &mut self.out);
+        // The iterator may run user code lazily: it runs inside the guard too.
+        guarded_chain(&self.location, |chain| {
+            for value in f(record) {
+                chain.collect(out, value)?;
+            }
+            Ok(())
+        })
     }
     forward_to_out!();
 }

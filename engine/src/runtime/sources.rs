@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::api::functions::{OperatorContext, SourceFunction, SourcePoll};
 use crate::error::{TaskError, TaskLocation, TaskResult};
 use crate::graph::stream_graph::{downcast_collector, Data};
-use crate::runtime::collector::{guarded, BoxCollector};
+use crate::runtime::collector::{guarded, guarded_chain, BoxCollector};
 
 /// What one `step` of a source ended with.
 pub(crate) enum SourceStep {
@@ -75,22 +75,27 @@ impl<T: Data, S: SourceFunction<T>> SourceDriver for TypedSource<S, T> {
     }
 
     fn step(&mut self, max_records: usize, blocked: &Cell<bool>) -> TaskResult<SourceStep> {
-        for _ in 0..max_records {
-            let source = &mut self.source;
-            match guarded(&self.location, || source.poll_next())? {
-                Ok(SourcePoll::Record(record)) => {
-                    self.records_out += 1;
-                    self.head.collect(record)?;
-                    if blocked.get() {
-                        return Ok(SourceStep::Blocked);
+        let (source, head) = (&mut self.source, &mut self.head);
+        let records_out = &mut self.records_out;
+        // One guard for the batch: `poll_next` is user code, `collect` is not.
+        let polled = guarded_chain(&self.location, |chain| {
+            for _ in 0..max_records {
+                match source.poll_next() {
+                    Ok(SourcePoll::Record(record)) => {
+                        *records_out += 1;
+                        chain.collect(head, record)?;
+                        if blocked.get() {
+                            return Ok(Ok(SourceStep::Blocked));
+                        }
                     }
+                    Ok(SourcePoll::Wait(until)) => return Ok(Ok(SourceStep::Wait(until))),
+                    Ok(SourcePoll::End) => return Ok(Ok(SourceStep::End)),
+                    Err(message) => return Ok(Err(message)),
                 }
-                Ok(SourcePoll::Wait(until)) => return Ok(SourceStep::Wait(until)),
-                Ok(SourcePoll::End) => return Ok(SourceStep::End),
-                Err(message) => return Err(self.error(message)),
             }
-        }
-        Ok(SourceStep::More)
+            Ok(Ok(SourceStep::More))
+        })?;
+        polled.map_err(|message| self.error(message))
     }
 
     fn finish(&mut self) -> TaskResult {
