@@ -1,5 +1,6 @@
 //! Benchmark programs live in `bench/src/bin/`; this library holds shared helpers.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The median of `values` (the upper median for an even count).
@@ -16,6 +17,42 @@ pub fn median_duration(values: &[Duration]) -> Duration {
     let mut v = values.to_vec();
     v.sort();
     v[v.len() / 2]
+}
+
+/// The `q`-quantile of `values` (0 <= q <= 1, nearest rank below); zero for no values.
+pub fn percentile_duration(values: &[Duration], q: f64) -> Duration {
+    assert!((0.0..=1.0).contains(&q), "quantile {q} outside 0..=1");
+    let mut v = values.to_vec();
+    v.sort();
+    v.get(((v.len() as f64 - 1.0) * q) as usize)
+        .copied()
+        .unwrap_or_default()
+}
+
+/// `p50 .. p99 .. max` of `values`, for one line of figures.
+pub fn duration_spread(values: &[Duration]) -> String {
+    format!(
+        "p50 {:.2?} p99 {:.2?} max {:.2?}",
+        percentile_duration(values, 0.5),
+        percentile_duration(values, 0.99),
+        percentile_duration(values, 1.0)
+    )
+}
+
+/// The key of generated record `record` among `keys` keys: consecutive records
+/// spread over the whole key space (with a power-of-two key count, every run of
+/// `keys` consecutive records touches every key once).
+#[inline]
+pub fn spread_key(record: u64, keys: u64) -> u64 {
+    record.wrapping_mul(2_654_435_761) % keys
+}
+
+/// A fresh checkpoint root for this process under the temporary directory
+/// (the caller removes it).
+pub fn checkpoint_root(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rheon-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 /// `MET` or `MISSED`, for target columns.

@@ -500,6 +500,7 @@ impl JobMaster {
                     records_in: 0,
                     records_out: 0,
                     bytes_out: 0,
+                    restore_durations: Vec::new(),
                 };
                 for (_, task) in self.tasks.range(
                     SubtaskId {
@@ -514,6 +515,9 @@ impl JobMaster {
                         m.records_in += t.records_in;
                         m.records_out += t.records_out;
                         m.bytes_out += t.bytes_out;
+                        if self.restored.is_some() {
+                            m.restore_durations.push(t.restore);
+                        }
                     }
                 }
                 m
@@ -524,6 +528,8 @@ impl JobMaster {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::api::env::StreamEnv;
     use crate::config::EngineConfig;
@@ -628,6 +634,7 @@ mod tests {
                 records_out: 5,
                 bytes_out: 80,
                 commits: Vec::new(),
+                restore: Duration::ZERO,
             };
             for c in jm.on_task_state(0, *subtask, TaskState::Finished(metrics)) {
                 if let Command::Finished(outcome) = c {

@@ -228,4 +228,8 @@ pub struct VertexMetrics {
     pub records_in: u64,
     pub records_out: u64,
     pub bytes_out: u64,
+    /// Per subtask (by index) of the last attempt, when it restored from a
+    /// checkpoint: from its deploy until its state was restored, before its
+    /// first record. Empty when the attempt did not restore.
+    pub restore_durations: Vec<Duration>,
 }

@@ -100,6 +100,9 @@ pub struct TaskMetrics {
     pub records_out: u64,
     pub bytes_out: u64,
     pub commits: Vec<crate::runtime::file_sink::PendingFile>,
+    /// From the subtask's start (its deploy) until its state was restored,
+    /// before its first record; zero when it did not restore.
+    pub restore: Duration,
 }
 
 enum Head {
@@ -335,13 +338,16 @@ fn build(setup: TaskSetup, env: &Rc<TaskEnv>) -> TaskResult<Task> {
 
 /// Builds and runs one subtask to the end of its input.
 pub(crate) async fn run_subtask(setup: TaskSetup, env: Rc<TaskEnv>) -> TaskResult<TaskMetrics> {
+    let deployed = Instant::now();
     let job = setup.graph.clone();
     let subtask = setup.subtask;
     let restore = setup.restore.clone();
     let mut task = build(setup, &env)?;
     let location = location(&job, job.vertices[subtask.vertex].head, subtask.index);
+    let mut restore_duration = Duration::ZERO;
     if let Some(restore) = &restore {
         task.restore(restore, &job, &location)?;
+        restore_duration = deployed.elapsed();
     }
     let records_in = match &mut task.head {
         Head::Source(_) => task.run_source(restore.as_deref()).await?,
@@ -353,6 +359,7 @@ pub(crate) async fn run_subtask(setup: TaskSetup, env: Rc<TaskEnv>) -> TaskResul
         records_out: task.outputs.iter().map(|o| o.records_out()).sum(),
         bytes_out: task.outputs.iter().map(|o| o.bytes_out()).sum(),
         commits: task.registry.final_commits(),
+        restore: restore_duration,
     })
 }
 
