@@ -17,11 +17,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use rheon_net::codec::Codec;
-use rustc_hash::FxHashMap;
 use rheon_state::checkpoint::{CheckpointMetadata, OperatorSnapshot};
 use rheon_state::key_group::KeyGroupRange;
 use rheon_state::keyed::{KeyGroupedFork, KeyGroupedMap};
 use rheon_state::snapshot::{plan_restore, SnapshotFile, SnapshotMeta};
+use rustc_hash::FxHashMap;
 
 use crate::error::TaskResult;
 
