@@ -468,18 +468,9 @@ pub fn q19(events: &DataStream<Event>) -> DataStream<(Bid, u64)> {
         .name("q19 top 10 bids per auction")
 }
 
-/// `yyyy-MM-dd` of a day number since the Unix epoch (proleptic Gregorian,
-/// Howard Hinnant's `civil_from_days`).
+/// `yyyy-MM-dd` of a day number since the Unix epoch (proleptic Gregorian).
 pub fn write_day(day: i64, line: &mut String) {
-    let z = day + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = super::json::civil_from_days(day);
     let _ = write!(line, "{y:04}-{m:02}-{d:02}");
 }
 
