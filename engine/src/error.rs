@@ -68,6 +68,14 @@ pub enum TaskError {
 }
 
 impl TaskError {
+    /// A checkpoint or restore of the operator at `location` failed.
+    pub(crate) fn checkpoint(location: &TaskLocation, message: impl Into<String>) -> Box<Self> {
+        Box::new(TaskError::Checkpoint {
+            location: location.clone(),
+            message: message.into(),
+        })
+    }
+
     pub fn location(&self) -> &TaskLocation {
         match self {
             TaskError::UserFunction { location, .. }

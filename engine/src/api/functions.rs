@@ -111,11 +111,7 @@ pub trait CheckpointedFunction {
 /// The operator-state elements of a checkpoint, as one subtask of a
 /// (possibly rescaled) restored job sees them.
 pub struct OperatorStateRestore<'a> {
-    pub(crate) restored: &'a crate::checkpoint::state::RestoredOperator<'a>,
-    /// Key groups this subtask owns (behind a key-partitioned input).
-    pub key_group_range: KeyGroupRange,
-    /// Number of key groups of the job.
-    pub max_parallelism: u32,
+    restored: &'a crate::checkpoint::state::RestoredOperator<'a>,
 }
 
 impl OperatorStateRestore<'_> {
@@ -134,11 +130,21 @@ impl OperatorStateRestore<'_> {
     /// Whether this subtask owns `key` (its key group is in its range), as
     /// hash partitioning by that key decides.
     pub fn owns_key<K: Hash + ?Sized>(&self, key: &K) -> bool {
-        self.key_group_range
+        self.key_group_range()
             .contains(rheon_state::key_group::assign_to_key_group(
                 key,
-                self.max_parallelism,
+                self.max_parallelism(),
             ))
+    }
+
+    /// Key groups this subtask owns (behind a key-partitioned input).
+    pub fn key_group_range(&self) -> KeyGroupRange {
+        self.restored.key_group_range()
+    }
+
+    /// Number of key groups of the job.
+    pub fn max_parallelism(&self) -> u32 {
+        self.restored.max_parallelism()
     }
 }
 
@@ -154,7 +160,7 @@ impl<Op: CheckpointedFunction, O> crate::checkpoint::state::CheckpointedOperator
         parts.operator_state = crate::runtime::collector::guarded(&self.location, || {
             op.snapshot_state(checkpoint_id)
         })?
-        .map_err(|message| self.checkpoint_error(message))?;
+        .map_err(|message| crate::error::TaskError::checkpoint(&self.location, message))?;
         Ok(())
     }
 
@@ -162,23 +168,10 @@ impl<Op: CheckpointedFunction, O> crate::checkpoint::state::CheckpointedOperator
         &mut self,
         restored: &crate::checkpoint::state::RestoredOperator<'_>,
     ) -> crate::error::TaskResult {
-        let restore = OperatorStateRestore {
-            restored,
-            key_group_range: restored.key_group_range(),
-            max_parallelism: restored.max_parallelism(),
-        };
+        let restore = OperatorStateRestore { restored };
         let op = &mut self.op;
         crate::runtime::collector::guarded(&self.location, || op.restore_state(&restore))?
-            .map_err(|message| self.checkpoint_error(message))
-    }
-}
-
-impl<Op, O> crate::runtime::operators::Transform<Op, O> {
-    fn checkpoint_error(&self, message: String) -> Box<crate::error::TaskError> {
-        Box::new(crate::error::TaskError::Checkpoint {
-            location: self.location.clone(),
-            message,
-        })
+            .map_err(|message| crate::error::TaskError::checkpoint(&self.location, message))
     }
 }
 

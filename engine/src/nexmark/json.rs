@@ -119,20 +119,9 @@ fn write_json_string(out: &mut String, s: &str) {
 
 const MS_PER_DAY: i64 = 86_400_000;
 
-/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01
-/// (Howard Hinnant's `civil_from_days`).
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
+/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01:
+/// the one the checkpoint inspector formats its timestamps with.
+pub(crate) use rheon_state::checkpoint::inspect::civil_from_days;
 
 /// Day count since 1970-01-01 of a valid proleptic Gregorian date.
 fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {

@@ -76,18 +76,18 @@ impl<T: Data> InputDriver for TypedInput<T> {
 
     fn process_bytes(&mut self, bytes: &[u8]) -> TaskResult {
         let records = rheon_net::buffer::Records::parse(bytes).map_err(|e| {
-            Box::new(TaskError::Checkpoint {
-                location: self.location.clone(),
-                message: format!("restored in-flight data is corrupt: {e}"),
-            })
+            TaskError::checkpoint(
+                &self.location,
+                format!("restored in-flight data is corrupt: {e}"),
+            )
         })?;
         for (i, payload) in records.enumerate() {
             let mut input = payload;
             let record = T::decode(&mut input).map_err(|e| {
-                Box::new(TaskError::Checkpoint {
-                    location: self.location.clone(),
-                    message: format!("restored in-flight record {i} does not decode: {e}"),
-                })
+                TaskError::checkpoint(
+                    &self.location,
+                    format!("restored in-flight record {i} does not decode: {e}"),
+                )
             })?;
             self.records_in += 1;
             self.head.collect(record)?;

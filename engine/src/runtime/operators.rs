@@ -303,13 +303,6 @@ impl<F, W: Write> LineSink<F, W> {
     }
 }
 
-fn restore_error(location: &TaskLocation, message: String) -> Box<crate::error::TaskError> {
-    Box::new(crate::error::TaskError::Checkpoint {
-        location: location.clone(),
-        message,
-    })
-}
-
 impl<K, T, KF, F> CheckpointedOperator for KeyedReduce<KF, F, K, T>
 where
     K: Hash + Eq + Clone + Codec + Send + Sync + 'static,
@@ -326,7 +319,7 @@ where
     fn restore_state(&mut self, restored: &RestoredOperator<'_>) -> TaskResult {
         self.state = restored
             .keyed_state("reduce")
-            .map_err(|m| restore_error(&self.location, m))?;
+            .map_err(|m| TaskError::checkpoint(&self.location, m))?;
         Ok(())
     }
 }
@@ -347,7 +340,7 @@ where
     fn restore_state(&mut self, restored: &RestoredOperator<'_>) -> TaskResult {
         self.state = restored
             .keyed_state("sum")
-            .map_err(|m| restore_error(&self.location, m))?;
+            .map_err(|m| TaskError::checkpoint(&self.location, m))?;
         Ok(())
     }
 }

@@ -228,12 +228,7 @@ where
     }
 
     fn restore_state(&mut self, restored: &RestoredOperator<'_>) -> TaskResult {
-        let failed = |message: String| {
-            Box::new(TaskError::Checkpoint {
-                location: self.location.clone(),
-                message,
-            })
-        };
+        let failed = |message: String| TaskError::checkpoint(&self.location, message);
         self.state = restored.keyed_state("values").map_err(failed)?;
         let event_timers = restored.keyed_state("event-timers").map_err(failed)?;
         let processing_timers = restored.keyed_state("processing-timers").map_err(failed)?;

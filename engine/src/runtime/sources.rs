@@ -116,12 +116,8 @@ impl<T: Data, S: SourceFunction<T>> SourceDriver for TypedSource<S, T> {
 
     fn restore_state(&mut self, elements: Vec<Vec<u8>>) -> TaskResult {
         let source = &mut self.source;
-        guarded(&self.location, || source.restore_state(elements))?.map_err(|m| {
-            Box::new(TaskError::Checkpoint {
-                location: self.location.clone(),
-                message: m,
-            })
-        })
+        guarded(&self.location, || source.restore_state(elements))?
+            .map_err(|m| TaskError::checkpoint(&self.location, m))
     }
 }
 

@@ -374,15 +374,15 @@ impl Task {
     ) -> TaskResult {
         let ctx = &self.head_context;
         if restore.metadata.max_parallelism != job.max_parallelism {
-            return Err(Box::new(TaskError::Checkpoint {
-                location: location.clone(),
-                message: format!(
+            return Err(TaskError::checkpoint(
+                location,
+                format!(
                     "checkpoint {} has max parallelism {} but the job has {}; set the job's max parallelism to the checkpoint's",
                     restore.directory.display(),
                     restore.metadata.max_parallelism,
                     job.max_parallelism
                 ),
-            }));
+            ));
         }
         self.registry
             .restore(restore, ctx.subtask, ctx.parallelism, ctx.key_group_range)?;
@@ -398,13 +398,13 @@ impl Task {
         if !entries.is_empty() {
             let parallelism_then = head.map(|o| o.parallelism).unwrap_or(0);
             if parallelism_then != ctx.parallelism {
-                return Err(Box::new(TaskError::Checkpoint {
-                    location: location.clone(),
-                    message: format!(
+                return Err(TaskError::checkpoint(
+                    location,
+                    format!(
                         "checkpoint {} holds in-flight data of an unaligned checkpoint taken at parallelism {parallelism_then}; restore it at that parallelism (or rescale from an aligned checkpoint or a savepoint)",
                         restore.directory.display()
                     ),
-                }));
+                ));
             }
             for entry in entries.into_iter().filter(|e| e.subtask == ctx.subtask) {
                 let Head::Input(driver, _) = &mut self.head else {

@@ -746,12 +746,9 @@ where
         &mut self,
         restored: &crate::checkpoint::state::RestoredOperator<'_>,
     ) -> TaskResult {
-        self.state = restored.keyed_state("windows").map_err(|message| {
-            Box::new(crate::error::TaskError::Checkpoint {
-                location: self.location.clone(),
-                message,
-            })
-        })?;
+        self.state = restored
+            .keyed_state("windows")
+            .map_err(|m| crate::error::TaskError::checkpoint(&self.location, m))?;
         let open: Vec<(u32, K, TimeWindow)> = self
             .state
             .iter()

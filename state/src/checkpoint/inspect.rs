@@ -143,11 +143,7 @@ impl CheckpointReport {
     pub fn corrupt_sections(&self) -> usize {
         self.files()
             .map(|file| match &file.status {
-                StateFileStatus::Read { report, .. } => report
-                    .key_groups
-                    .iter()
-                    .filter(|kg| !kg.checksum_ok)
-                    .count(),
+                StateFileStatus::Read { report, .. } => report.corrupt_key_groups().len(),
                 StateFileStatus::Unreadable { corruption, .. } => usize::from(*corruption),
                 StateFileStatus::Missing => 0,
             })
@@ -488,12 +484,7 @@ impl fmt::Display for KeyedStateReport {
                         plural(report.entry_count as usize, "entry", "entries"),
                         human_bytes(report.size_bytes)
                     )?;
-                    let bad: Vec<u32> = report
-                        .key_groups
-                        .iter()
-                        .filter(|kg| !kg.checksum_ok)
-                        .map(|kg| kg.key_group)
-                        .collect();
+                    let bad = report.corrupt_key_groups();
                     if bad.is_empty() {
                         write!(f, "checksums ok")?;
                     } else {
@@ -629,8 +620,9 @@ pub fn format_utc(timestamp_ms: i64) -> String {
     )
 }
 
-/// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to (year, month, day).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+/// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to (year, month, day),
+/// proleptic Gregorian. Also the engine's calendar (Nexmark's dates).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -396,6 +396,15 @@ impl SnapshotReport {
     pub fn checksums_ok(&self) -> bool {
         self.key_groups.iter().all(|kg| kg.checksum_ok)
     }
+
+    /// The key groups whose checksum fails, ascending.
+    pub fn corrupt_key_groups(&self) -> Vec<u32> {
+        self.key_groups
+            .iter()
+            .filter(|kg| !kg.checksum_ok)
+            .map(|kg| kg.key_group)
+            .collect()
+    }
 }
 
 /// Opens the file at `path` and reports its layout and checksums. Fails only if the file

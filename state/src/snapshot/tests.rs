@@ -19,6 +19,19 @@ fn meta(range: KeyGroupRange) -> SnapshotMeta {
     SnapshotMeta::new("words", "u64:String/v1", MAX_P, range)
 }
 
+/// Asserts that `err` is an I/O error of `kind` while doing `operation`.
+fn assert_io_error(err: &SnapshotError, kind: std::io::ErrorKind, operation: &str) {
+    let SnapshotError::Io {
+        error,
+        operation: op,
+        ..
+    } = err
+    else {
+        panic!("not an I/O error: {err}")
+    };
+    assert_eq!((error.kind(), *op), (kind, operation), "{err}");
+}
+
 /// `count` entries `key -> "v{key}"` with their key groups, key ascending.
 fn entries(count: u64) -> Vec<(u32, u64, String)> {
     (0..count)
@@ -39,7 +52,7 @@ fn write_flat(range: KeyGroupRange, input: &[(u32, u64, String)]) -> Vec<u8> {
 }
 
 /// Every entry of a file, key group -> sorted entries.
-fn read_all(file: &SnapshotFile) -> Result<BTreeMap<u32, Vec<(u64, String)>>, SnapshotError> {
+fn read_all(file: &SnapshotFile) -> Result<Contents, SnapshotError> {
     let mut out = BTreeMap::new();
     for key_group in file.key_groups() {
         let mut entries = file.read_key_group::<u64, String>(key_group)?;
@@ -313,16 +326,7 @@ fn write_atomically_leaves_only_the_complete_file() {
         "{err}"
     );
     let err = SnapshotFile::open(dir.join("nope")).unwrap_err();
-    let SnapshotError::Io {
-        error, operation, ..
-    } = &err
-    else {
-        panic!("{err}")
-    };
-    assert_eq!(
-        (error.kind(), *operation),
-        (std::io::ErrorKind::NotFound, "open")
-    );
+    assert_io_error(&err, std::io::ErrorKind::NotFound, "open");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -355,11 +359,10 @@ fn padding(file: &SnapshotFile) -> Vec<std::ops::Range<usize>> {
 }
 
 /// A valid file, its entries, and its padding.
-type Fixture = (
-    Vec<u8>,
-    BTreeMap<u32, Vec<(u64, String)>>,
-    Vec<std::ops::Range<usize>>,
-);
+/// What a test file holds, per key group.
+type Contents = BTreeMap<u32, Vec<(u64, String)>>;
+
+type Fixture = (Vec<u8>, Contents, Vec<std::ops::Range<usize>>);
 
 fn fuzz_fixture() -> Fixture {
     let range = KeyGroupRange::new(4, 9);
@@ -371,6 +374,41 @@ fn fuzz_fixture() -> Fixture {
     (bytes, data, pad)
 }
 
+/// Flips `flips` in the fixture's file and reads it with `read`: an error naming the
+/// file, unless every flip is in padding, when the data reads back unchanged.
+fn check_flips(
+    (mut bytes, data, pad): Fixture,
+    flips: &[(prop::sample::Index, u8)],
+    read: fn(&SnapshotFile) -> Result<Contents, SnapshotError>,
+) -> Result<(), TestCaseError> {
+    let mut outside_padding = false;
+    for (at, xor) in flips {
+        let at = at.index(bytes.len());
+        bytes[at] ^= xor;
+        outside_padding |= !pad.iter().any(|r| r.contains(&at));
+    }
+    match SnapshotFile::from_bytes("fuzz", &bytes).and_then(|file| read(&file)) {
+        Ok(read) => {
+            prop_assert!(
+                !outside_padding,
+                "a flip outside padding went unnoticed: {:?}",
+                flips
+            );
+            prop_assert_eq!(read, data);
+        }
+        Err(error) => {
+            prop_assert!(outside_padding, "a flip in padding gave {}", error);
+            prop_assert!(
+                error.is_corruption() || matches!(error, SnapshotError::VersionMismatch { .. }),
+                "{}",
+                error
+            );
+            prop_assert!(error.to_string().contains("fuzz"));
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -378,25 +416,7 @@ proptest! {
     /// data reads back unchanged. Never a panic.
     #[test]
     fn byte_flips_are_detected(flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4)) {
-        let (mut bytes, data, pad) = fuzz_fixture();
-        let mut outside_padding = false;
-        for (at, xor) in &flips {
-            let at = at.index(bytes.len());
-            bytes[at] ^= xor;
-            outside_padding |= !pad.iter().any(|r| r.contains(&at));
-        }
-        let result = SnapshotFile::from_bytes("fuzz", &bytes).and_then(|file| read_all(&file));
-        match result {
-            Ok(read) => {
-                prop_assert!(!outside_padding, "a flip outside padding went unnoticed: {:?}", flips);
-                prop_assert_eq!(read, data);
-            }
-            Err(error) => {
-                prop_assert!(outside_padding, "a flip in padding gave {}", error);
-                prop_assert!(error.is_corruption() || matches!(error, SnapshotError::VersionMismatch { .. }), "{}", error);
-                prop_assert!(error.to_string().contains("fuzz"));
-            }
-        }
+        check_flips(fuzz_fixture(), &flips, read_all)?;
     }
 
     /// Any proper prefix of a file is an error.
@@ -536,9 +556,7 @@ fn write_encoded<W: std::io::Write>(
 }
 
 /// Every key group of an encoded file, decoded.
-fn read_all_encoded(
-    file: &SnapshotFile,
-) -> Result<BTreeMap<u32, Vec<(u64, String)>>, SnapshotError> {
+fn read_all_encoded(file: &SnapshotFile) -> Result<Contents, SnapshotError> {
     let mut out = BTreeMap::new();
     for key_group in file.key_groups() {
         let count = file.key_group_entry(key_group)?.entry_count;
@@ -824,16 +842,7 @@ fn a_failing_output_is_an_io_error_for_encoded_sections() {
     let err = writer
         .write_key_group_encoded(0, 1, &[7u8; 500])
         .unwrap_err();
-    let SnapshotError::Io {
-        error, operation, ..
-    } = &err
-    else {
-        panic!("{err}")
-    };
-    assert_eq!(
-        (error.kind(), *operation),
-        (std::io::ErrorKind::StorageFull, "write")
-    );
+    assert_io_error(&err, std::io::ErrorKind::StorageFull, "write");
     assert!(err.is_io());
 }
 
@@ -891,24 +900,6 @@ proptest! {
     /// padding must be caught before the codec sees the bytes).
     #[test]
     fn byte_flips_in_encoded_files_are_detected(flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4)) {
-        let (mut bytes, data, pad) = encoded_fuzz_fixture();
-        let mut outside_padding = false;
-        for (at, xor) in &flips {
-            let at = at.index(bytes.len());
-            bytes[at] ^= xor;
-            outside_padding |= !pad.iter().any(|r| r.contains(&at));
-        }
-        let result = SnapshotFile::from_bytes("fuzz", &bytes).and_then(|file| read_all_encoded(&file));
-        match result {
-            Ok(read) => {
-                prop_assert!(!outside_padding, "a flip outside padding went unnoticed: {:?}", flips);
-                prop_assert_eq!(read, data);
-            }
-            Err(error) => {
-                prop_assert!(outside_padding, "a flip in padding gave {}", error);
-                prop_assert!(error.is_corruption() || matches!(error, SnapshotError::VersionMismatch { .. }), "{}", error);
-                prop_assert!(error.to_string().contains("fuzz"));
-            }
-        }
+        check_flips(encoded_fuzz_fixture(), &flips, read_all_encoded)?;
     }
 }
