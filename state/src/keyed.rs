@@ -47,22 +47,66 @@ use crate::key_group::{assign_to_key_group, check_parallelism, KeyGroupRange};
 ///
 /// `Clone` is O(key groups) and needs no `Clone` bounds: the clone shares every key
 /// group's map with the original until one of them writes it.
+///
+/// With a changelog ([`enable_changelog`](Self::enable_changelog)), the map also records
+/// every change it can see the new value of: [`insert`](Self::insert),
+/// [`update`](Self::update) and [`remove`](Self::remove) append `(key, new value or
+/// None)` to the changed key group's log, and [`take_changelog`](Self::take_changelog)
+/// hands the logs over (an incremental checkpoint writes only them). A mutation whose
+/// result the map cannot see ([`get_mut`](Self::get_mut), [`entry`](Self::entry),
+/// [`clear`](Self::clear)) marks the log incomplete instead, and the next checkpoint of
+/// this map must be a full one.
 #[derive(Debug)]
 pub struct KeyGroupedMap<K, V> {
     range: KeyGroupRange,
     max_parallelism: u32,
     groups: Vec<Arc<FxHashMap<K, V>>>,
+    log: Option<Box<Changelog<K, V>>>,
 }
 
 impl<K, V> Clone for KeyGroupedMap<K, V> {
+    /// The clone has no changelog: it is a copy of the values, not of their history.
     fn clone(&self) -> Self {
         Self {
             range: self.range,
             max_parallelism: self.max_parallelism,
             groups: self.groups.clone(),
+            log: None,
         }
     }
 }
+
+/// The changes of a [`KeyGroupedMap`] since the last [`KeyGroupedMap::take_changelog`]:
+/// per key group (index `key_group - range.start`), `(key, Some(value))` for a key set to
+/// `value` and `(key, None)` for a removed key, oldest first. Replaying them in order over
+/// the map as it was at the previous take gives the map as it is now, unless `complete`
+/// is false.
+#[derive(Debug)]
+pub struct Changelog<K, V> {
+    /// The logs, one per key group of the map's range.
+    pub groups: Vec<Vec<(K, Option<V>)>>,
+    /// False when a change was made that the log does not hold.
+    pub complete: bool,
+    /// Log entries over all key groups.
+    pub entries: usize,
+}
+
+impl<K, V> Changelog<K, V> {
+    fn new(key_groups: usize) -> Self {
+        Changelog {
+            groups: (0..key_groups).map(|_| Vec::new()).collect(),
+            complete: true,
+            entries: 0,
+        }
+    }
+}
+
+/// A key group's log is compacted (only the last change per key kept) once it is this
+/// many times longer than the key group's map, so a few hot keys cannot make the log
+/// grow with the write rate.
+const COMPACT_FACTOR: usize = 2;
+/// ...plus this many entries, so small key groups are not compacted all the time.
+const COMPACT_SLACK: usize = 64;
 
 impl<K: Hash + Eq, V> KeyGroupedMap<K, V> {
     /// An empty map for the key groups in `range`, out of `max_parallelism` key groups.
@@ -76,6 +120,7 @@ impl<K: Hash + Eq, V> KeyGroupedMap<K, V> {
             range,
             max_parallelism,
             groups,
+            log: None,
         }
     }
 
@@ -103,6 +148,7 @@ impl<K: Hash + Eq, V> KeyGroupedMap<K, V> {
             range,
             max_parallelism,
             groups,
+            log: None,
         }
     }
 
@@ -208,7 +254,11 @@ impl<K: Hash + Eq, V> KeyGroupedMap<K, V> {
 impl<K: Hash + Eq + Clone, V: Clone> KeyGroupedMap<K, V> {
     /// The value of `key` in `key_group`, mutably. Copies the key group's map if a fork
     /// shares it and `key` is present.
+    ///
+    /// With a changelog, the log cannot see what the caller writes through the reference:
+    /// it is marked incomplete. Use [`update`](Self::update) to keep it complete.
     pub fn get_mut(&mut self, key_group: u32, key: &K) -> Option<&mut V> {
+        self.log_unseen_change();
         let group = self.shared_group(key_group);
         if is_shared(group) && !group.contains_key(key) {
             return None;
@@ -219,7 +269,29 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyGroupedMap<K, V> {
     /// Sets the value of `key` in `key_group`, returning the previous value. Copies the
     /// key group's map if a fork shares it.
     pub fn insert(&mut self, key_group: u32, key: K, value: V) -> Option<V> {
+        if self.log.is_some() {
+            self.log_change(key_group, key.clone(), Some(value.clone()));
+        }
         self.group_mut(key_group).insert(key, value)
+    }
+
+    /// Applies `f` to the value of `key` in place and returns what it returns, or `None`
+    /// (and does not call `f`) if `key` has no value. Copies the key group's map if a fork
+    /// shares it and `key` is present. With a changelog, logs the new value.
+    pub fn update<R>(&mut self, key_group: u32, key: &K, f: impl FnOnce(&mut V) -> R) -> Option<R> {
+        let index = self.index(key_group);
+        let group = &mut self.groups[index];
+        if is_shared(group) && !group.contains_key(key) {
+            return None;
+        }
+        let group = Arc::make_mut(group);
+        let map_len = group.len();
+        let value = group.get_mut(key)?;
+        let result = f(value);
+        if let Some(log) = &mut self.log {
+            log.push(index, map_len, key.clone(), Some(value.clone()));
+        }
+        Some(result)
     }
 
     /// Removes `key` from `key_group`, returning its value. Copies the key group's map if
@@ -229,18 +301,29 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyGroupedMap<K, V> {
         if is_shared(group) && !group.contains_key(key) {
             return None;
         }
-        Arc::make_mut(group).remove(key)
+        let removed = Arc::make_mut(group).remove(key);
+        if removed.is_some() && self.log.is_some() {
+            self.log_change(key_group, key.clone(), None);
+        }
+        removed
     }
 
     /// The entry of `key` in `key_group`, for in-place insert-or-update. Copies the key
     /// group's map if a fork shares it.
+    ///
+    /// With a changelog, the log cannot see what the caller writes through the entry: it
+    /// is marked incomplete.
     pub fn entry(&mut self, key_group: u32, key: K) -> Entry<'_, K, V> {
+        self.log_unseen_change();
         self.group_mut(key_group).entry(key)
     }
 
     /// Removes every entry, keeping the allocations of the key groups no fork shares;
     /// a shared key group gets a new empty map (nothing is copied).
+    ///
+    /// With a changelog, marks it incomplete.
     pub fn clear(&mut self) {
+        self.log_unseen_change();
         for group in &mut self.groups {
             if group.is_empty() {
                 continue;
@@ -255,6 +338,69 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyGroupedMap<K, V> {
     fn group_mut(&mut self, key_group: u32) -> &mut FxHashMap<K, V> {
         Arc::make_mut(self.shared_group(key_group))
     }
+
+    /// Starts logging changes (see [`Changelog`]); the log starts empty and complete, so
+    /// it holds the changes made after this call. Does nothing if a log is kept already.
+    pub fn enable_changelog(&mut self) {
+        if self.log.is_none() {
+            self.log = Some(Box::new(Changelog::new(self.groups.len())));
+        }
+    }
+
+    /// Whether changes are logged.
+    pub fn has_changelog(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// The changes since the last take (or since the log was enabled), and a new empty,
+    /// complete log. `None` without a changelog. O(key groups).
+    pub fn take_changelog(&mut self) -> Option<Changelog<K, V>> {
+        let fresh = Changelog::new(self.groups.len());
+        self.log
+            .as_mut()
+            .map(|log| std::mem::replace(&mut **log, fresh))
+    }
+
+    fn log_unseen_change(&mut self) {
+        if let Some(log) = &mut self.log {
+            log.complete = false;
+        }
+    }
+
+    fn log_change(&mut self, key_group: u32, key: K, value: Option<V>) {
+        let index = self.index(key_group);
+        let map_len = self.groups[index].len();
+        if let Some(log) = &mut self.log {
+            log.push(index, map_len, key, value);
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V> Changelog<K, V> {
+    /// Logs one change of the key group at `index`, whose map holds `map_len` entries.
+    fn push(&mut self, index: usize, map_len: usize, key: K, value: Option<V>) {
+        let group_log = &mut self.groups[index];
+        group_log.push((key, value));
+        self.entries += 1;
+        if group_log.len() > COMPACT_FACTOR * map_len + COMPACT_SLACK {
+            let before = group_log.len();
+            compact(group_log);
+            self.entries -= before - group_log.len();
+        }
+    }
+}
+
+/// Keeps only the last change of each key, in their order.
+fn compact<K: Hash + Eq + Clone, V>(log: &mut Vec<(K, Option<V>)>) {
+    let mut seen = rustc_hash::FxHashSet::default();
+    let mut kept: Vec<(K, Option<V>)> = Vec::with_capacity(log.len() / 2);
+    for (key, value) in log.drain(..).rev() {
+        if seen.insert(key.clone()) {
+            kept.push((key, value));
+        }
+    }
+    kept.reverse();
+    *log = kept;
 }
 
 /// Whether another `Arc` (a fork's, a clone's) holds this key group's map, so that
@@ -890,6 +1036,76 @@ mod tests {
             // Once every fork is gone, no key group is shared any more.
             drop(forks);
             prop_assert!(map.groups.iter().all(|group| Arc::strong_count(group) == 1));
+        }
+    }
+
+    /// Replays one taken log over a copy of the map taken at the previous take.
+    fn replay(base: &mut HashMap<u64, i64>, log: &Changelog<u64, i64>) {
+        for group in &log.groups {
+            for (key, value) in group {
+                match value {
+                    Some(value) => base.insert(*key, *value),
+                    None => base.remove(key),
+                };
+            }
+        }
+    }
+
+    proptest! {
+        /// The changelog holds every change made through `insert`, `update` and
+        /// `remove`: replaying each take over the map as it was at the previous take
+        /// gives the map as it is, also after compaction (few keys, many writes), and
+        /// while forks share key groups. `get_mut` marks it incomplete.
+        #[test]
+        fn changelog_replays_to_the_map(
+            ops in proptest::collection::vec((0u8..=200, 0usize..6, -50i64..50), 1..1500),
+            unseen in any::<bool>(),
+        ) {
+            let range = KeyGroupRange::new(3, 9);
+            let kg = |key: u64| assign_to_key_group(&key, 16);
+            // Two key groups: logs grow long enough between takes to be compacted.
+            let keys: Vec<u64> = (0..2000u64).filter(|k| kg(*k) == 4).take(3)
+                .chain((0..2000u64).filter(|k| kg(*k) == 7).take(3)).collect();
+            prop_assume!(keys.len() == 6);
+            let mut map = KeyGroupedMap::<u64, i64>::new(range, 16);
+            map.insert(kg(keys[0]), keys[0], 7); // before the log: in the base
+            map.enable_changelog();
+            let mut base: HashMap<u64, i64> = map.iter().map(|(_, k, v)| (*k, *v)).collect();
+            let mut forks = Vec::new();
+            for (op, k, d) in ops {
+                let key = keys[k];
+                // Takes are rare, so logs grow long enough to be compacted.
+                match op {
+                    0..=89 => { map.insert(kg(key), key, d); }
+                    90..=179 => { map.update(kg(key), &key, |v| *v += d); }
+                    180..=195 => { map.remove(kg(key), &key); }
+                    196..=198 => forks.push(map.fork()),
+                    _ => {
+                        let log = map.take_changelog().expect("enabled");
+                        prop_assert!(log.complete);
+                        prop_assert_eq!(log.entries, log.groups.iter().map(Vec::len).sum::<usize>());
+                        // Compaction bounds each key group's log.
+                        prop_assert!(log.groups.iter().all(|g| g.len() <= 2 * 6 + 64 + 1));
+                        replay(&mut base, &log);
+                        let now: HashMap<u64, i64> = map.iter().map(|(_, k, v)| (*k, *v)).collect();
+                        prop_assert_eq!(&base, &now);
+                    }
+                }
+            }
+            if unseen {
+                if let Some(v) = map.get_mut(kg(keys[0]), &keys[0]) { *v += 1; }
+                map.entry(kg(keys[1]), keys[1]).or_insert(1);
+            }
+            let log = map.take_changelog().expect("enabled");
+            prop_assert!(log.groups.iter().all(|g| g.len() <= 2 * 6 + 64 + 1));
+            prop_assert_eq!(log.complete, !unseen);
+            if !unseen {
+                replay(&mut base, &log);
+                let now: HashMap<u64, i64> = map.iter().map(|(_, k, v)| (*k, *v)).collect();
+                prop_assert_eq!(&base, &now);
+            }
+            prop_assert!(map.take_changelog().expect("enabled").complete);
+            prop_assert!(map.clone().take_changelog().is_none());
         }
     }
 }

@@ -20,6 +20,6 @@ pub mod snapshot;
 
 pub use error::{SnapshotError, StateError};
 pub use key_group::KeyGroupRange;
-pub use keyed::{KeyGroupedFork, KeyGroupedMap, KeyedStateBackend, ValueState};
+pub use keyed::{Changelog, KeyGroupedFork, KeyGroupedMap, KeyedStateBackend, ValueState};
 pub use snapshot::writer::{Encoded, EncodedSnapshotWriter};
 pub use snapshot::{SnapshotFile, SnapshotMeta, SnapshotWriter};

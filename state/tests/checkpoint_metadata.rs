@@ -93,6 +93,7 @@ fn metadata(id: u64, savepoint: bool) -> CheckpointMetadata {
                 keyed_states: vec![KeyedStateFiles {
                     name: "counts".into(),
                     files: (0..PARALLELISM).map(state_file_name).collect(),
+                    deltas: vec![],
                 }],
                 operator_state: vec![],
                 channel_state: vec![ChannelStateEntry {
@@ -158,7 +159,7 @@ fn metadata_round_trips_and_verifies() {
     assert!(!dir.join("._metadata.tmp").exists());
     let bytes = fs::read(dir.join(METADATA_FILE_NAME)).unwrap();
     assert_eq!(&bytes[..8], b"RHEONCKP");
-    assert_eq!(bytes[8..12], 1u32.to_le_bytes());
+    assert_eq!(bytes[8..12], 2u32.to_le_bytes());
     // The state files hold what was written.
     let file = SnapshotFile::open(dir.join(state_file_name(1))).unwrap();
     let key_group = file.key_groups().start;
@@ -631,6 +632,7 @@ fn golden_metadata() -> CheckpointMetadata {
             keyed_states: vec![KeyedStateFiles {
                 name: "s".into(),
                 files: vec!["a".into(), "b".into(), "c".into()],
+                deltas: vec!["../shared/d".into()],
             }],
             operator_state: vec![vec![1, 2, 3]],
             channel_state: vec![ChannelStateEntry {
@@ -642,15 +644,16 @@ fn golden_metadata() -> CheckpointMetadata {
     }
 }
 
-/// The version-1 bytes of `golden_metadata()`. A change here breaks every existing
+/// The version-2 bytes of `golden_metadata()`. A change here breaks every existing
 /// checkpoint: bump the format version instead.
 const GOLDEN_HEX: &str = concat!(
-    "5248454f4e434b500100000000000000a00000000000000007e87c2000000000",
-    "61ffffffffffffff62ffffffffffffff63ffffffffffffff73ffffffffffffff",
-    "e0ffffff0300000001020300fcffffff03000000ababababfcffffff04000000",
-    "0200000001000000f0ffffff01000000070000006d6170ffffffffff03000000",
-    "b8ffffff01000000c4ffffff01000000d0ffffff010000002a00000000000000",
-    "fbffffffffffffff676f6c64656effff8000000001000000b8ffffff01000000",
+    "5248454f4e434b500200000000000000c000000000000000f012b5d300000000",
+    "61ffffffffffffff62ffffffffffffff63ffffffffffffff2e2e2f7368617265",
+    "642f64008b000000f4ffffff73ffffffffffffffccffffff03000000e8ffffff",
+    "0100000001020300fcffffff03000000ababababfcffffff0400000002000000",
+    "01000000f0ffffff01000000070000006d6170ffffffffff03000000b0ffffff",
+    "01000000c4ffffff01000000d0ffffff01000000000000002a00000000000000",
+    "fbffffffffffffff676f6c64656effff8000000001000000b4ffffff01000000",
 );
 
 fn hex(bytes: &[u8]) -> String {

@@ -49,6 +49,16 @@ pub struct CheckpointConfig {
     /// Restore from this checkpoint (a `chk-N` or `savepoint-N` directory)
     /// or the newest valid one under this root directory.
     pub restore_from: Option<PathBuf>,
+    /// Incremental checkpoints (Flink's changelog state backend): keyed
+    /// aggregations (`sum`, `reduce`) log their changes and a checkpoint
+    /// writes only the changes since the last completed one, into the
+    /// root's `shared` directory; other keyed states stay full.
+    pub incremental: bool,
+    /// With `incremental`: once a state's deltas since its last full snapshot
+    /// hold more than this many times the full snapshot's entries, the next
+    /// checkpoint writes a full one. Lower restores faster (less to replay);
+    /// higher writes less.
+    pub materialize_ratio: f64,
 }
 
 impl Default for CheckpointConfig {
@@ -66,11 +76,18 @@ impl Default for CheckpointConfig {
             retained: 1,
             restart: RestartStrategy::None,
             restore_from: None,
+            incremental: false,
+            materialize_ratio: 1.0,
         }
     }
 }
 
 impl CheckpointConfig {
+    /// The materialization ratio when checkpoints are incremental.
+    pub(crate) fn incremental_ratio(&self) -> Option<f64> {
+        self.incremental.then_some(self.materialize_ratio)
+    }
+
     /// Whether periodic checkpoints are taken.
     pub fn enabled(&self) -> bool {
         self.interval.is_some()

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rheon_state::checkpoint::{
-    checkpoint_dir_name, next_checkpoint_id, subsume, write_metadata, ChannelStateEntry,
-    CheckpointMetadata, KeyedStateFiles, OperatorSnapshot,
+    checkpoint_dir_name, collect_shared, next_checkpoint_id, subsume, write_metadata,
+    ChannelStateEntry, CheckpointMetadata, KeyedStateFiles, OperatorSnapshot,
 };
 
 use crate::checkpoint::config::CheckpointConfig;
@@ -288,6 +288,8 @@ impl CheckpointCoordinator {
         }
         if let Err(e) = subsume(&self.root, self.config.retained.max(1)) {
             eprintln!("rheon: cannot remove old checkpoints: {e}");
+        } else if let Err(e) = collect_shared(&self.root, checkpoint_id) {
+            eprintln!("rheon: cannot remove unused shared state files: {e}");
         }
         let acks = pending.acks.values();
         let sync_durations: Vec<Duration> = acks.clone().map(|a| a.sync_duration).collect();
@@ -327,14 +329,21 @@ impl CheckpointCoordinator {
             let is_head = |subtask: &SubtaskId| graph.vertices[subtask.vertex].head == node.id;
             for (subtask, ack) in &pending.acks {
                 for acked in ack.operators.iter().filter(|o| o.node == node.id) {
-                    for (name, file) in &acked.keyed {
-                        match snapshot.keyed_states.iter_mut().find(|k| &k.name == name) {
-                            Some(k) => k.files.push(file.clone()),
-                            None => snapshot.keyed_states.push(KeyedStateFiles {
-                                name: name.clone(),
-                                files: vec![file.clone()],
-                            }),
-                        }
+                    for keyed in &acked.keyed {
+                        let states = &mut snapshot.keyed_states;
+                        let index = match states.iter().position(|k| k.name == keyed.name) {
+                            Some(index) => index,
+                            None => {
+                                states.push(KeyedStateFiles {
+                                    name: keyed.name.clone(),
+                                    files: Vec::new(),
+                                    deltas: Vec::new(),
+                                });
+                                states.len() - 1
+                            }
+                        };
+                        states[index].files.push(keyed.file.clone());
+                        states[index].deltas.extend(keyed.deltas.iter().cloned());
                     }
                     snapshot
                         .operator_state

@@ -3,6 +3,8 @@
 //!
 //! - [`config`]: what a job asks for (interval, mode, timeouts, retention,
 //!   restart strategy, restore path).
+//! - [`changelog`]: incremental checkpoints of a keyed state: logged
+//!   changes written as deltas over a base, rebased when they grow.
 //! - [`state`]: the task side: the registry of a subtask's checkpointed
 //!   operators, the synchronous copy-on-write part of a snapshot, and restore.
 //! - [`writer`]: the process's snapshot writer thread, which writes the
@@ -14,6 +16,7 @@
 //! The on-disk layout (checkpoint directories, `_metadata`, state files) is
 //! `rheon_state::checkpoint` and `rheon_state::snapshot`.
 
+pub(crate) mod changelog;
 pub mod config;
 pub(crate) mod coordinator;
 pub mod restart;

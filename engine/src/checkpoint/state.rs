@@ -33,6 +33,10 @@ pub(crate) struct KeyedWrite {
     pub(crate) state_name: String,
     /// Writes the state file at the given path (atomically).
     pub(crate) write: WriteStateFile,
+    /// For an incremental checkpoint, the chain this write ends (a base, or
+    /// the last delta), whose files sit in the root's shared directory;
+    /// `None`: one full file in the checkpoint directory.
+    pub(crate) chain: Option<super::changelog::Chain>,
 }
 
 /// What one operator hands over at a barrier.
@@ -41,6 +45,9 @@ pub(crate) struct OperatorParts {
     pub(crate) keyed: Vec<KeyedWrite>,
     /// Opaque elements, redistributed round-robin on restore.
     pub(crate) operator_state: Vec<Vec<u8>>,
+    /// Set by the task for the operator: with incremental checkpoints, the
+    /// ratio of delta to base entries past which a state writes a new base.
+    pub(crate) incremental: Option<f64>,
 }
 
 /// An operator whose state is part of checkpoints.
@@ -98,12 +105,20 @@ impl StateRegistry {
         });
     }
 
-    /// The synchronous part of the subtask's snapshot.
-    pub(crate) fn snapshot(&self, checkpoint_id: u64) -> TaskResult<Vec<TakenOperator>> {
+    /// The synchronous part of the subtask's snapshot; `incremental` is the
+    /// materialization ratio of incremental checkpoints.
+    pub(crate) fn snapshot(
+        &self,
+        checkpoint_id: u64,
+        incremental: Option<f64>,
+    ) -> TaskResult<Vec<TakenOperator>> {
         let registered = self.0.borrow();
         let mut taken = Vec::with_capacity(registered.len());
         for r in registered.iter() {
-            let mut parts = OperatorParts::default();
+            let mut parts = OperatorParts {
+                incremental,
+                ..OperatorParts::default()
+            };
             r.operator
                 .borrow_mut()
                 .snapshot_state(checkpoint_id, &mut parts)?;
@@ -240,10 +255,22 @@ impl RestoredOperator<'_> {
         // filled directly (no rehash, no copy-on-write check per entry).
         // Decoding on more threads did not pay: page faults of the new
         // tables serialize in the kernel.
-        let groups = plan
+        let mut groups = plan
             .iter()
             .map(|(key_group, file)| decode_key_group::<K, V>(key_group, file))
             .collect::<Result<Vec<_>, String>>()?;
+        // An incremental checkpoint's changes, replayed in order over the bases.
+        for delta in &files.deltas {
+            let file =
+                SnapshotFile::open(self.checkpoint_dir.join(delta)).map_err(|e| e.to_string())?;
+            for entry in file.index() {
+                let key_group = entry.key_group;
+                if self.key_group_range.contains(key_group) {
+                    let group = &mut groups[(key_group - self.key_group_range.start) as usize];
+                    replay_key_group::<K, V>(key_group, &file, group)?;
+                }
+            }
+        }
         Ok(KeyGroupedMap::from_key_groups(
             self.key_group_range,
             self.max_parallelism,
@@ -281,6 +308,38 @@ where
     Ok(group)
 }
 
+/// Replays one key group's section of a changelog file over its map:
+/// `(key, Some(value))` sets the key, `(key, None)` removes it.
+fn replay_key_group<K, V>(
+    key_group: u32,
+    file: &SnapshotFile,
+    group: &mut FxHashMap<K, V>,
+) -> Result<(), String>
+where
+    K: Codec + Hash + Eq,
+    V: Codec,
+{
+    let mut bytes = file.encoded_section(key_group).map_err(|e| e.to_string())?;
+    let count = file
+        .key_group_entry(key_group)
+        .map_err(|e| e.to_string())?
+        .entry_count;
+    for i in 0..count {
+        let decode_error = |e: rheon_net::codec::DecodeError| {
+            format!(
+                "changelog file {} is corrupt in key group {key_group}: entry {i} of {count} does not decode: {e}",
+                file.path().display()
+            )
+        };
+        let key = K::decode(&mut bytes).map_err(decode_error)?;
+        match Option::<V>::decode(&mut bytes).map_err(decode_error)? {
+            Some(value) => group.insert(key, value),
+            None => group.remove(&key),
+        };
+    }
+    Ok(())
+}
+
 /// Subtask `subtask`'s share of a checkpoint's operator-state elements (all
 /// old subtasks', in order): element j goes to subtask `j % parallelism`.
 pub(crate) fn share_of<'a>(
@@ -310,6 +369,7 @@ where
     let name = state_name.to_owned();
     KeyedWrite {
         state_name: state_name.to_owned(),
+        chain: None,
         write: Box::new(move |path: &Path| {
             let range = fork.key_group_range();
             let meta = SnapshotMeta::new(

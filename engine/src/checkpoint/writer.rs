@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use crate::checkpoint::state::TakenOperator;
 use crate::coordinator::messages::{
-    AckedOperator, CoordinatorMsg, JobId, Mailbox, SubtaskCheckpoint,
+    AckedKeyed, AckedOperator, CoordinatorMsg, JobId, Mailbox, SubtaskCheckpoint,
 };
 use crate::graph::execution_graph::SubtaskId;
+use rheon_state::checkpoint::{shared_file_name, SHARED_DIR_NAME};
 
 /// One subtask's snapshot, to be written.
 pub(crate) struct SnapshotJob {
@@ -63,11 +64,23 @@ impl SnapshotWriters {
 
 /// File name of one keyed state of one subtask inside the checkpoint directory.
 fn state_file_name(node: usize, state: &str, subtask: u32) -> String {
-    let state: String = state
-        .chars()
+    format!("op{node}-{}-{subtask}.snap", file_safe(state))
+}
+
+/// File name, in the root's shared directory, of the base or delta that
+/// checkpoint `id` wrote for one keyed state of one subtask.
+fn chain_file_name(id: u64, delta: bool, node: usize, state: &str, subtask: u32) -> String {
+    let kind = if delta { "delta" } else { "base" };
+    shared_file_name(
+        id,
+        &format!("op{node}-{}-{subtask}.{kind}.snap", file_safe(state)),
+    )
+}
+
+fn file_safe(name: &str) -> String {
+    name.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    format!("op{node}-{state}-{subtask}.snap")
+        .collect()
 }
 
 fn write_one(job: SnapshotJob) {
@@ -98,6 +111,15 @@ fn write_one(job: SnapshotJob) {
     job.coordinator.send(message);
 }
 
+/// The root's shared directory (beside `chk-N`), created if needed.
+fn shared_dir(checkpoint_dir: &Path) -> Result<PathBuf, String> {
+    let root = checkpoint_dir.parent().unwrap_or(Path::new("."));
+    let shared = root.join(SHARED_DIR_NAME);
+    std::fs::create_dir_all(&shared)
+        .map_err(|e| format!("cannot create {}: {e}", shared.display()))?;
+    Ok(shared)
+}
+
 fn write_files(
     directory: &Path,
     subtask: u32,
@@ -114,11 +136,33 @@ fn write_files(
     for operator in operators {
         let mut keyed = Vec::with_capacity(operator.parts.keyed.len());
         for state in operator.parts.keyed {
-            let file = state_file_name(operator.node, &state.state_name, subtask);
-            let path = directory.join(&file);
+            let (node, name) = (operator.node, state.state_name.as_str());
+            let (path, files) = match &state.chain {
+                None => {
+                    let file = state_file_name(node, name, subtask);
+                    (directory.join(&file), AckedKeyed::full(name, file))
+                }
+                Some(chain) => {
+                    let shared = shared_dir(directory)?;
+                    let in_shared = |id, delta| chain_file_name(id, delta, node, name, subtask);
+                    let written = *chain.deltas.last().unwrap_or(&chain.base);
+                    let path = shared.join(in_shared(written, !chain.deltas.is_empty()));
+                    let reference = |file: String| format!("../{SHARED_DIR_NAME}/{file}");
+                    let files = AckedKeyed {
+                        name: name.to_owned(),
+                        file: reference(in_shared(chain.base, false)),
+                        deltas: chain
+                            .deltas
+                            .iter()
+                            .map(|&id| reference(in_shared(id, true)))
+                            .collect(),
+                    };
+                    (path, files)
+                }
+            };
             (state.write)(&path)?;
             bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            keyed.push((state.state_name, file));
+            keyed.push(files);
         }
         bytes += operator
             .parts

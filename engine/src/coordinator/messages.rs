@@ -204,9 +204,30 @@ pub struct CheckpointStats {
 pub struct AckedOperator {
     pub node: usize,
     pub name: String,
-    /// (state name, file name in the checkpoint directory).
-    pub keyed: Vec<(String, String)>,
+    pub keyed: Vec<AckedKeyed>,
     pub operator_state: Vec<Vec<u8>>,
+}
+
+/// The files of one keyed state of one subtask, named relative to the
+/// checkpoint directory.
+#[derive(Debug)]
+pub struct AckedKeyed {
+    pub name: String,
+    /// The full snapshot (of an incremental checkpoint: the chain's base).
+    pub file: String,
+    /// An incremental checkpoint's changelog files after the base, oldest first.
+    pub deltas: Vec<String>,
+}
+
+impl AckedKeyed {
+    /// One full snapshot file.
+    pub(crate) fn full(name: &str, file: String) -> Self {
+        AckedKeyed {
+            name: name.to_owned(),
+            file,
+            deltas: Vec::new(),
+        }
+    }
 }
 
 /// A subtask's acknowledged snapshot.

@@ -15,6 +15,7 @@ use rheon_net::codec::Codec;
 use rheon_state::key_group::assign_to_key_group;
 use rheon_state::keyed::KeyGroupedMap;
 
+use crate::checkpoint::changelog::ChangelogState;
 use crate::checkpoint::state::{
     keyed_write, CheckpointedOperator, OperatorParts, RestoredOperator,
 };
@@ -159,6 +160,7 @@ pub(crate) struct KeyedReduce<KF, F, K, T> {
     pub(crate) key_fn: KF,
     pub(crate) f: F,
     pub(crate) state: KeyGroupedMap<K, T>,
+    pub(crate) changelog: ChangelogState<K, T>,
     pub(crate) max_parallelism: u32,
     pub(crate) out: BoxCollector<T>,
     pub(crate) location: TaskLocation,
@@ -176,18 +178,22 @@ where
         let key_fn = &mut self.key_fn;
         let key = guarded(&self.location, || key_fn(&record))?;
         let key_group = assign_to_key_group(&key, self.max_parallelism);
-        let value = match self.state.get_mut(key_group, &key) {
-            Some(acc) => {
-                let f = &mut self.f;
-                let previous = acc.clone();
-                let next = guarded(&self.location, || f(previous, record))?;
-                *acc = next.clone();
-                next
-            }
-            None => {
+        // `update` logs the new value for incremental checkpoints.
+        let (f, location) = (&mut self.f, &self.location);
+        let mut record = Some(record);
+        let reduced = self.state.update(key_group, &key, |acc| {
+            let record = record.take().expect("taken once");
+            let next = guarded(location, || f(acc.clone(), record))?;
+            *acc = next.clone();
+            Ok::<T, Box<TaskError>>(next)
+        });
+        let value = match (reduced, record) {
+            (Some(next), _) => next?,
+            (None, Some(record)) => {
                 self.state.insert(key_group, key, record.clone());
                 record
             }
+            (None, None) => unreachable!("update calls its function only for a present key"),
         };
         self.out.collect(value)
     }
@@ -199,6 +205,7 @@ pub(crate) struct KeyedSum<KF, VF, K, N> {
     pub(crate) key_fn: KF,
     pub(crate) value_fn: VF,
     pub(crate) state: KeyGroupedMap<K, N>,
+    pub(crate) changelog: ChangelogState<K, N>,
     pub(crate) max_parallelism: u32,
     pub(crate) out: BoxCollector<(K, N)>,
     pub(crate) location: TaskLocation,
@@ -216,11 +223,13 @@ where
         let (key_fn, value_fn) = (&mut self.key_fn, &mut self.value_fn);
         let (key, value) = guarded(&self.location, || (key_fn(&record), value_fn(&record)))?;
         let key_group = assign_to_key_group(&key, self.max_parallelism);
-        let sum = match self.state.get_mut(key_group, &key) {
-            Some(acc) => {
-                *acc = *acc + value;
-                *acc
-            }
+        // `update` logs the new sum for incremental checkpoints.
+        let updated = self.state.update(key_group, &key, |acc| {
+            *acc = *acc + value;
+            *acc
+        });
+        let sum = match updated {
+            Some(sum) => sum,
             None => {
                 self.state.insert(key_group, key.clone(), value);
                 value
@@ -308,18 +317,26 @@ where
     K: Hash + Eq + Clone + Codec + Send + Sync + 'static,
     T: Clone + Codec + Send + Sync + 'static,
 {
-    fn snapshot_state(&mut self, _checkpoint_id: u64, parts: &mut OperatorParts) -> TaskResult {
-        parts.keyed.push(keyed_write(
-            "reduce",
-            std::any::type_name::<(K, T)>(),
-            self.state.fork(),
-        ));
+    fn snapshot_state(&mut self, checkpoint_id: u64, parts: &mut OperatorParts) -> TaskResult {
+        let type_tag = std::any::type_name::<(K, T)>();
+        parts.keyed.push(match parts.incremental {
+            Some(ratio) => {
+                self.changelog
+                    .snapshot("reduce", type_tag, &mut self.state, checkpoint_id, ratio)
+            }
+            None => keyed_write("reduce", type_tag, self.state.fork()),
+        });
+        Ok(())
+    }
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> TaskResult {
+        self.changelog.notify_complete(checkpoint_id);
         Ok(())
     }
     fn restore_state(&mut self, restored: &RestoredOperator<'_>) -> TaskResult {
         self.state = restored
             .keyed_state("reduce")
             .map_err(|m| TaskError::checkpoint(&self.location, m))?;
+        self.changelog = ChangelogState::default();
         Ok(())
     }
 }
@@ -329,18 +346,26 @@ where
     K: Hash + Eq + Clone + Codec + Send + Sync + 'static,
     N: Clone + Codec + Send + Sync + 'static,
 {
-    fn snapshot_state(&mut self, _checkpoint_id: u64, parts: &mut OperatorParts) -> TaskResult {
-        parts.keyed.push(keyed_write(
-            "sum",
-            std::any::type_name::<(K, N)>(),
-            self.state.fork(),
-        ));
+    fn snapshot_state(&mut self, checkpoint_id: u64, parts: &mut OperatorParts) -> TaskResult {
+        let type_tag = std::any::type_name::<(K, N)>();
+        parts.keyed.push(match parts.incremental {
+            Some(ratio) => {
+                self.changelog
+                    .snapshot("sum", type_tag, &mut self.state, checkpoint_id, ratio)
+            }
+            None => keyed_write("sum", type_tag, self.state.fork()),
+        });
+        Ok(())
+    }
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> TaskResult {
+        self.changelog.notify_complete(checkpoint_id);
         Ok(())
     }
     fn restore_state(&mut self, restored: &RestoredOperator<'_>) -> TaskResult {
         self.state = restored
             .keyed_state("sum")
             .map_err(|m| TaskError::checkpoint(&self.location, m))?;
+        self.changelog = ChangelogState::default();
         Ok(())
     }
 }

@@ -132,6 +132,8 @@ struct Task {
     head_node: NodeId,
     head_name: String,
     checkpoint_root: Option<PathBuf>,
+    /// The materialization ratio of incremental checkpoints, if they are on.
+    incremental: Option<f64>,
     env: Rc<TaskEnv>,
     /// An unaligned snapshot waiting for its in-flight data.
     unaligned_pending: Option<SnapshotJob>,
@@ -331,6 +333,7 @@ fn build(setup: TaskSetup, env: &Rc<TaskEnv>) -> TaskResult<Task> {
         head_node: vertex.head,
         head_name: job.stream.nodes[vertex.head].name.clone(),
         checkpoint_root: checkpoints.directory.clone(),
+        incremental: checkpoints.incremental_ratio(),
         env: env.clone(),
         unaligned_pending: None,
     })
@@ -445,14 +448,14 @@ impl Task {
                     node: self.head_node,
                     name: self.head_name.clone(),
                     parts: OperatorParts {
-                        keyed: Vec::new(),
                         operator_state,
+                        ..OperatorParts::default()
                     },
                 }),
                 Err(reason) => declined = Some(reason),
             }
         }
-        operators.extend(self.registry.snapshot(checkpoint_id)?);
+        operators.extend(self.registry.snapshot(checkpoint_id, self.incremental)?);
         let sync_duration = started.elapsed();
         for output in &self.outputs {
             output.broadcast_event(Event::CheckpointBarrier {

@@ -11,7 +11,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::error::CheckpointError;
-use super::metadata::{sync_directory, METADATA_FILE_NAME};
+use super::metadata::{read_metadata, sync_directory, METADATA_FILE_NAME, SHARED_DIR_NAME};
 
 /// The prefix of periodic checkpoint directories.
 pub const CHECKPOINT_DIR_PREFIX: &str = "chk-";
@@ -117,8 +117,106 @@ pub fn list_completed(root: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointErro
 /// not, or 1 if there is none (or the root does not exist or cannot be listed: then
 /// creating the checkpoint directory will report the problem). A restarted process so
 /// never reuses an id whose files may exist.
+///
+/// Files in the shared directory count too: their names start with the id of the
+/// checkpoint that wrote them.
 pub fn next_checkpoint_id(root: &Path) -> u64 {
-    next_id(&scan(root).unwrap_or_default())
+    let shared = shared_files(root)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(id, _)| id + 1)
+        .max()
+        .unwrap_or(1);
+    next_id(&scan(root).unwrap_or_default()).max(shared)
+}
+
+/// The name of a state file checkpoint `id` writes into the shared directory: it starts
+/// with the id, which [`collect_shared`] and [`next_checkpoint_id`] read back.
+pub fn shared_file_name(id: u64, name: &str) -> String {
+    format!("{id}-{name}")
+}
+
+/// The checkpoint id a shared directory entry belongs to: `<id>-...`, or its temporary
+/// file `.<id>-....tmp`; `None` for other names.
+pub fn shared_file_checkpoint_id(name: &str) -> Option<u64> {
+    let name = name.strip_prefix('.').unwrap_or(name);
+    let (digits, _) = name.split_once('-')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|&id| id < u64::MAX)
+}
+
+/// `(checkpoint id, path)` of every entry of the root's shared directory with a
+/// checkpoint id in its name; empty if there is no shared directory.
+fn shared_files(root: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
+    let dir = root.join(SHARED_DIR_NAME);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => {
+            return Err(CheckpointError::io(&dir, "list the shared directory")(
+                error,
+            ))
+        }
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(CheckpointError::io(&dir, "list the shared directory"))?;
+        if let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(shared_file_checkpoint_id)
+        {
+            out.push((id, entry.path()));
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes the shared state files (those of incremental checkpoints) that no completed
+/// checkpoint or savepoint under `root` references and that were written by checkpoint
+/// `upto` or an older one; newer ones may belong to a checkpoint still being written.
+/// Returns the deleted files. A completed checkpoint whose metadata cannot be read is
+/// an error and nothing is deleted, since its references are unknown.
+pub fn collect_shared(root: &Path, upto: u64) -> Result<Vec<PathBuf>, CheckpointError> {
+    let candidates: Vec<(u64, PathBuf)> = shared_files(root)?
+        .into_iter()
+        .filter(|(id, _)| *id <= upto)
+        .collect();
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let prefix = format!("../{SHARED_DIR_NAME}/");
+    let mut referenced = std::collections::HashSet::new();
+    for entry in scan(root)?.iter().filter(|e| e.complete) {
+        let metadata = read_metadata(&entry.path)?;
+        for operator in &metadata.operators {
+            for state in &operator.keyed_states {
+                for file in state.files.iter().chain(&state.deltas) {
+                    if let Some(name) = file.strip_prefix(&prefix) {
+                        referenced.insert(name.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    let mut deleted = Vec::new();
+    for (_, path) in candidates {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if referenced.contains(name) {
+            continue;
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => deleted.push(path),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(CheckpointError::io(&path, "remove")(error)),
+        }
+    }
+    Ok(deleted)
 }
 
 fn next_id(entries: &[CheckpointDirEntry]) -> u64 {

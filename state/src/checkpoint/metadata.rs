@@ -46,7 +46,7 @@ pub const METADATA_TEMP_FILE_NAME: &str = "._metadata.tmp";
 pub const METADATA_MAGIC: [u8; 8] = *b"RHEONCKP";
 
 /// The format version this build writes and reads.
-pub const METADATA_FORMAT_VERSION: u32 = 1;
+pub const METADATA_FORMAT_VERSION: u32 = 2;
 
 /// Bytes before the payload.
 pub const METADATA_HEADER_BYTES: usize = 32;
@@ -97,12 +97,46 @@ pub struct OperatorSnapshot {
 /// The snapshot files of one keyed state: one per old subtask with a non-empty key-group
 /// range. Together they must cover every key group exactly once (what
 /// [`verify`](fn@super::verify) checks).
+///
+/// An incremental checkpoint's state is a chain: `files` are full snapshots (bases)
+/// taken at earlier checkpoints, and `deltas` are changelog files, each covering the
+/// key groups of one base, that a restore replays over the bases in their order. Both
+/// then sit in the root's shared directory ([`SHARED_DIR_NAME`]), named from the
+/// checkpoint directory as `../shared/<file>`, because later checkpoints share them.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct KeyedStateFiles {
     /// The state's name, as in its snapshot files' headers.
     pub name: String,
-    /// File names relative to the checkpoint directory (no `..`, not absolute).
+    /// Full snapshot files: plain names relative to the checkpoint directory, or
+    /// `../shared/<file>`.
     pub files: Vec<String>,
+    /// Changelog files, oldest first per key-group range, named as `files` are.
+    pub deltas: Vec<String>,
+}
+
+/// The directory under a checkpoint root that holds the state files incremental
+/// checkpoints share.
+pub const SHARED_DIR_NAME: &str = "shared";
+
+/// Whether `file` is a state file name a checkpoint may hold: a plain relative path, or
+/// `../shared/<name>` (a file in the root's shared directory).
+pub fn is_state_file_name(file: &str) -> bool {
+    let path = Path::new(file);
+    let mut components = path.components();
+    let plain = |mut rest: std::path::Components<'_>| {
+        rest.next()
+            .is_some_and(|c| matches!(c, Component::Normal(_)))
+            && rest.all(|c| matches!(c, Component::Normal(_)))
+    };
+    match components.next() {
+        Some(Component::ParentDir) => {
+            components.next() == Some(Component::Normal(SHARED_DIR_NAME.as_ref()))
+                && components.clone().count() == 1
+                && plain(components)
+        }
+        Some(Component::Normal(_)) => plain(path.components()),
+        _ => false,
+    }
 }
 
 /// The in-flight buffers of one input channel of one subtask (unaligned checkpoints).
@@ -149,14 +183,11 @@ impl CheckpointMetadata {
                 ));
             }
             for state in &op.keyed_states {
-                for file in &state.files {
-                    let path = Path::new(file);
-                    let plain = path.components().next().is_some()
-                        && path.components().all(|c| matches!(c, Component::Normal(_)));
-                    if !plain {
+                for file in state.files.iter().chain(&state.deltas) {
+                    if !is_state_file_name(file) {
                         return Err(format!(
-                            "state file {file:?} of state {:?} of operator {} is not a plain \
-                             relative path",
+                            "state file {file:?} of state {:?} of operator {} is neither a \
+                             plain relative path nor ../{SHARED_DIR_NAME}/<file>",
                             state.name, op.node
                         ));
                     }
@@ -371,6 +402,7 @@ mod tests {
                 keyed_states: vec![KeyedStateFiles {
                     name: "counts".into(),
                     files: vec!["a".into(), "sub/b".into()],
+                    deltas: vec!["../shared/chk2-d.snap".into()],
                 }],
                 operator_state: vec![vec![1, 2]],
                 channel_state: vec![],
@@ -383,7 +415,7 @@ mod tests {
         let path = Path::new("mem/_metadata");
         let bytes = encode_metadata(path, &sample()).unwrap();
         assert_eq!(&bytes[..8], b"RHEONCKP");
-        assert_eq!(bytes[8..12], 1u32.to_le_bytes());
+        assert_eq!(bytes[8..12], 2u32.to_le_bytes());
         assert_eq!(
             u64::from_le_bytes(bytes[16..24].try_into().unwrap()),
             (bytes.len() - METADATA_HEADER_BYTES) as u64
@@ -410,16 +442,36 @@ mod tests {
                 }),
             ),
             (
-                "not a plain relative path",
+                "is neither a plain relative path",
                 (|m| m.operators[0].keyed_states[0].files[0] = "../x".into()),
             ),
             (
-                "not a plain relative path",
+                "is neither a plain relative path",
                 (|m| m.operators[0].keyed_states[0].files[0] = "/abs".into()),
             ),
             (
-                "not a plain relative path",
+                "is neither a plain relative path",
                 (|m| m.operators[0].keyed_states[0].files[0] = String::new()),
+            ),
+            (
+                "is neither a plain relative path",
+                (|m| m.operators[0].keyed_states[0].files[0] = "../shared".into()),
+            ),
+            (
+                "is neither a plain relative path",
+                (|m| m.operators[0].keyed_states[0].files[0] = "../shared/a/b".into()),
+            ),
+            (
+                "is neither a plain relative path",
+                (|m| m.operators[0].keyed_states[0].files[0] = "../other/a".into()),
+            ),
+            (
+                "is neither a plain relative path",
+                (|m| m.operators[0].keyed_states[0].files[0] = "a/../../b".into()),
+            ),
+            (
+                "is neither a plain relative path",
+                (|m| m.operators[0].keyed_states[0].deltas.push("../x".into())),
             ),
         ];
         for (expected, mutate) in cases {
@@ -428,6 +480,17 @@ mod tests {
             let reason = metadata.check().unwrap_err();
             assert!(reason.contains(expected), "{reason:?} lacks {expected:?}");
         }
+    }
+
+    #[test]
+    fn shared_and_plain_state_file_names_pass() {
+        for name in ["a.snap", "sub/a.snap", "../shared/chk3-a.snap"] {
+            assert!(is_state_file_name(name), "{name}");
+        }
+        let mut metadata = sample();
+        metadata.operators[0].keyed_states[0].deltas = vec!["../shared/d".into()];
+        metadata.operators[0].keyed_states[0].files[0] = "../shared/b".into();
+        assert_eq!(metadata.check(), Ok(()));
     }
 
     #[test]
@@ -448,8 +511,8 @@ mod tests {
         longer.push(0);
         expect(&longer, "1 bytes follow");
         let mut version = good.clone();
-        version[8] = 2;
-        expect(&version, "format version 2; this build reads version 1");
+        version[8] = 1;
+        expect(&version, "format version 1; this build reads version 2");
         let mut reserved = good.clone();
         reserved[12] = 1;
         expect(&reserved, "reserved field at offset 12");

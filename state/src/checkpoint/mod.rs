@@ -32,11 +32,13 @@ pub use inspect::{
     OtherStatus, StateFileReport, StateFileStatus,
 };
 pub use layout::{
-    checkpoint_dir_name, list_completed, next_checkpoint_id, parse_checkpoint_dir_name,
-    plan_subsume, scan, subsume, CheckpointDirEntry,
+    checkpoint_dir_name, collect_shared, list_completed, next_checkpoint_id,
+    parse_checkpoint_dir_name, plan_subsume, scan, shared_file_checkpoint_id, shared_file_name,
+    subsume, CheckpointDirEntry,
 };
 pub use metadata::{
-    decode_metadata, encode_metadata, read_metadata, write_metadata, ChannelStateEntry,
-    CheckpointMetadata, KeyedStateFiles, OperatorSnapshot, METADATA_FILE_NAME,
+    decode_metadata, encode_metadata, is_state_file_name, read_metadata, write_metadata,
+    ChannelStateEntry, CheckpointMetadata, KeyedStateFiles, OperatorSnapshot, METADATA_FILE_NAME,
+    SHARED_DIR_NAME,
 };
 pub use verify::{latest_valid, verify};

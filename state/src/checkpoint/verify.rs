@@ -154,28 +154,45 @@ fn verify_keyed_state(
     operator: &OperatorSnapshot,
     state: &KeyedStateFiles,
 ) -> Result<(), CheckpointError> {
-    let mut files = Vec::with_capacity(state.files.len());
-    for name in &state.files {
-        let file = open_state_file(dir, operator, state, name)?;
-        if let Some(reason) = header_mismatch(&file, state, metadata.max_parallelism) {
-            let path = file.path().to_path_buf();
-            return Err(state_error(
-                operator,
-                state,
-                SnapshotError::Incompatible { path, reason },
-            ));
-        }
-        for entry in file.index() {
-            file.section(entry.key_group)
-                .map_err(|error| state_error(operator, state, error))?;
-        }
-        files.push(file);
-    }
+    let files = state
+        .files
+        .iter()
+        .map(|name| open_and_check(dir, metadata, operator, state, name))
+        .collect::<Result<Vec<_>, _>>()?;
     // `check` keeps max parallelism in 1..=MAX_PARALLELISM_BOUND, as `plan_restore` needs.
     let all = KeyGroupRange::new(0, metadata.max_parallelism - 1);
     plan_restore(&files, metadata.max_parallelism, all)
         .map_err(|error| state_error(operator, state, error))?;
+    // Changelog files only need to be sound: they cover what their bases cover.
+    for name in &state.deltas {
+        open_and_check(dir, metadata, operator, state, name)?;
+    }
     Ok(())
+}
+
+/// Opens a state file, checks that its header fits the metadata and that every key
+/// group's checksum holds.
+fn open_and_check(
+    dir: &Path,
+    metadata: &CheckpointMetadata,
+    operator: &OperatorSnapshot,
+    state: &KeyedStateFiles,
+    name: &str,
+) -> Result<SnapshotFile, CheckpointError> {
+    let file = open_state_file(dir, operator, state, name)?;
+    if let Some(reason) = header_mismatch(&file, state, metadata.max_parallelism) {
+        let path = file.path().to_path_buf();
+        return Err(state_error(
+            operator,
+            state,
+            SnapshotError::Incompatible { path, reason },
+        ));
+    }
+    for entry in file.index() {
+        file.section(entry.key_group)
+            .map_err(|error| state_error(operator, state, error))?;
+    }
+    Ok(file)
 }
 
 /// The checkpoint to restore from. Given a checkpoint directory (one that holds

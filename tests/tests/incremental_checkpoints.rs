@@ -1,0 +1,215 @@
+//! Incremental checkpoints (`CheckpointConfig::incremental`): a keyed `sum`
+//! and a keyed `reduce` into the exactly-once file sink, whose checkpoints
+//! are chains of a full base and changelog deltas in the root's `shared`
+//! directory. With injected task panics, and across restores at parallelism
+//! 2 -> 3 -> 1, the committed output must equal a failure-free run's exactly;
+//! unused shared files must be deleted.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use rheon::jobs::windowed_sums::committed_lines;
+use rheon::{CheckpointConfig, EngineConfig, JobOutcome, RestartStrategy, StreamEnv};
+use rheon_state::checkpoint::{
+    list_completed, read_metadata, shared_file_checkpoint_id, SHARED_DIR_NAME,
+};
+use rheon_tests::TempDir;
+
+/// Distinct keys of the sum: thousands of entries, so deltas are smaller
+/// than bases.
+const SUM_KEYS: u64 = 6000;
+const REDUCE_KEYS: u64 = 700;
+
+fn events() -> u64 {
+    rheon_tests::checkpoint_test_events()
+}
+
+/// Every key's running count (sum of ones, reduce of ones): the emitted
+/// values do not depend on the order in which a key's records arrive, so two
+/// runs must commit the same lines.
+fn build(env: &StreamEnv, rate: Option<f64>, output: &Path, failures: &[u64]) {
+    let pending: Arc<Mutex<HashSet<u64>>> =
+        Arc::new(Mutex::new(failures.iter().copied().collect()));
+    let events = match rate {
+        Some(rate) => env.generate_with_rate(events(), rate, |k| k),
+        None => env.generate(events(), |k| k),
+    };
+    let events = events.map(move |k: u64| {
+        if pending.lock().unwrap().remove(&k) {
+            panic!("injected failure at record {k}");
+        }
+        k
+    });
+    events
+        .map(|k: u64| (k % SUM_KEYS, 1u64))
+        .key_by(|r: &(u64, u64)| r.0)
+        .sum(|r: &(u64, u64)| r.1)
+        .sink_to_files(output.join("sum"), |r: &(u64, u64), line: &mut String| {
+            use std::fmt::Write;
+            let _ = write!(line, "s {} {}", r.0, r.1);
+        });
+    events
+        .map(|k: u64| (k % REDUCE_KEYS, 1u64))
+        .key_by(|r: &(u64, u64)| r.0)
+        .reduce(|a: (u64, u64), b: (u64, u64)| (a.0, a.1 + b.1))
+        .sink_to_files(
+            output.join("reduce"),
+            |r: &(u64, u64), line: &mut String| {
+                use std::fmt::Write;
+                let _ = write!(line, "r {} {}", r.0, r.1);
+            },
+        );
+}
+
+fn committed(output: &Path) -> Vec<String> {
+    let mut lines = committed_lines(&output.join("sum")).unwrap_or_default();
+    lines.extend(committed_lines(&output.join("reduce")).unwrap_or_default());
+    lines.sort();
+    lines
+}
+
+fn expected() -> &'static Vec<String> {
+    static EXPECTED: OnceLock<Vec<String>> = OnceLock::new();
+    EXPECTED.get_or_init(|| {
+        let dir = TempDir::new("incr-expected");
+        let env = StreamEnv::new(
+            EngineConfig::default()
+                .with_executors(2)
+                .with_parallelism(2),
+        );
+        build(&env, None, dir.path(), &[]);
+        env.execute("expected").expect("failure-free run");
+        let lines = committed(dir.path());
+        assert_eq!(lines.len() as u64, 2 * events());
+        lines
+    })
+}
+
+fn run(
+    parallelism: u32,
+    checkpoints: &Path,
+    restore: bool,
+    output: &Path,
+    failures: &[u64],
+    restart: RestartStrategy,
+) -> Result<JobOutcome, rheon::JobError> {
+    let mut c = CheckpointConfig::every(Duration::from_millis(50), checkpoints);
+    c.incremental = true;
+    // Low, so runs hold both chains of several deltas and new bases.
+    c.materialize_ratio = 0.5;
+    c.retained = 2;
+    c.restart = restart;
+    c.restore_from = restore.then(|| checkpoints.to_path_buf());
+    let env = StreamEnv::new(
+        EngineConfig::default()
+            .with_executors(2)
+            .with_parallelism(parallelism)
+            .with_checkpoints(c),
+    );
+    build(&env, Some(40_000.0), output, failures);
+    env.execute("incremental")
+}
+
+fn at(fraction: f64) -> u64 {
+    (events() as f64 * fraction) as u64
+}
+
+/// The retained checkpoints' delta files, and a check that the shared
+/// directory holds no file of a completed checkpoint's age that none of them
+/// references (what subsumption must delete).
+fn deltas_and_no_garbage(checkpoints: &Path) -> usize {
+    let completed = list_completed(checkpoints).unwrap();
+    let newest = completed.iter().map(|c| c.0).max().expect("a checkpoint");
+    let mut referenced = BTreeSet::new();
+    let mut deltas = 0;
+    for (_, dir) in &completed {
+        for operator in read_metadata(dir).unwrap().operators {
+            for state in operator.keyed_states {
+                deltas += state.deltas.len();
+                for file in state.files.iter().chain(&state.deltas) {
+                    if let Some(name) = file.strip_prefix("../shared/") {
+                        referenced.insert(name.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    for entry in std::fs::read_dir(checkpoints.join(SHARED_DIR_NAME)).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let id = shared_file_checkpoint_id(&name).expect("shared files are named by id");
+        assert!(
+            id > newest || referenced.contains(&name),
+            "{name} is of checkpoint {id} <= {newest} and referenced by no retained checkpoint"
+        );
+    }
+    deltas
+}
+
+#[test]
+fn injected_failures_with_incremental_checkpoints_commit_exactly_once() {
+    let output = TempDir::new("incr-failing-out");
+    let checkpoints = TempDir::new("incr-failing-chk");
+    let failures = [at(0.2), at(0.45), at(0.47), at(0.8)];
+    let outcome = run(
+        2,
+        checkpoints.path(),
+        false,
+        output.path(),
+        &failures,
+        RestartStrategy::FixedDelay {
+            attempts: 10,
+            delay: Duration::from_millis(20),
+        },
+    )
+    .expect("the job recovers and succeeds");
+    assert_eq!(
+        outcome.restarts, 4,
+        "every injected failure restarted the job"
+    );
+    assert!(
+        outcome.checkpoints.len() >= 4,
+        "{} checkpoints",
+        outcome.checkpoints.len()
+    );
+    deltas_and_no_garbage(checkpoints.path());
+    let got = committed(output.path());
+    assert_eq!(got.len(), expected().len());
+    assert!(
+        got == *expected(),
+        "committed output differs from the failure-free run"
+    );
+}
+
+#[test]
+fn incremental_checkpoints_restore_at_2_then_3_then_1() {
+    let output = TempDir::new("incr-rescale-out");
+    let checkpoints = TempDir::new("incr-rescale-chk");
+    let (out, chk) = (output.path(), checkpoints.path());
+    let mut deltas_seen = 0;
+    for (parallelism, failure, restore) in [(2, at(0.35), false), (3, at(0.7), true)] {
+        let result = run(
+            parallelism,
+            chk,
+            restore,
+            out,
+            &[failure],
+            RestartStrategy::None,
+        );
+        assert!(
+            result.is_err(),
+            "the run at parallelism {parallelism} was to fail"
+        );
+        deltas_seen += deltas_and_no_garbage(chk);
+    }
+    assert!(
+        deltas_seen > 0,
+        "no retained checkpoint held a delta: nothing incremental was tested"
+    );
+    run(1, chk, true, out, &[], RestartStrategy::None).expect("the run at parallelism 1 finishes");
+    assert!(
+        committed(out) == *expected(),
+        "committed output differs from the failure-free run"
+    );
+}
