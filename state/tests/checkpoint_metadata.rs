@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use proptest::prelude::*;
 use rheon_state::checkpoint::{
-    checkpoint_dir_name, decode_metadata, encode_metadata, inspect_checkpoint, latest_valid,
-    list_completed, next_checkpoint_id, read_metadata, subsume, verify, write_metadata,
-    ChannelStateEntry, CheckpointError, CheckpointMetadata, KeyedStateFiles, OperatorSnapshot,
-    OtherStatus, METADATA_FILE_NAME,
+    checkpoint_dir_name, collect_shared, decode_metadata, encode_metadata, inspect_checkpoint,
+    latest_valid, list_completed, next_checkpoint_id, read_metadata, shared_file_checkpoint_id,
+    subsume, verify, write_metadata, ChannelStateEntry, CheckpointError, CheckpointMetadata,
+    KeyedStateFiles, OperatorSnapshot, OtherStatus, METADATA_FILE_NAME,
 };
 use rheon_state::key_group::assign_to_key_group;
 use rheon_state::snapshot::{write_atomically, SnapshotFile, SnapshotMeta};
@@ -701,4 +701,65 @@ proptest! {
         let error = decode_metadata(path, truncated).unwrap_err();
         prop_assert!(matches!(error, CheckpointError::Truncated { .. }), "{error}");
     }
+}
+
+/// Shared files of incremental checkpoints: ids are read from their names,
+/// `collect_shared` deletes exactly the unreferenced ones of completed-or-older
+/// ids, and `next_checkpoint_id` never reuses an id a shared file carries.
+#[test]
+fn shared_files_are_collected_when_no_checkpoint_needs_them() {
+    assert_eq!(
+        shared_file_checkpoint_id("12-op3-sum-0.base.snap"),
+        Some(12)
+    );
+    assert_eq!(
+        shared_file_checkpoint_id(".12-op3-sum-0.base.snap.tmp"),
+        Some(12)
+    );
+    for other in ["junk", "-1-x", "x1-y", "1x-y"] {
+        assert_eq!(shared_file_checkpoint_id(other), None, "{other}");
+    }
+    let root = TempRoot::new("shared");
+    let mut metadata = golden_metadata();
+    metadata.operators[0].keyed_states[0].files[0] = "../shared/4-keep.base.snap".into();
+    metadata.operators[0].keyed_states[0].deltas = vec!["../shared/5-keep.delta.snap".into()];
+    write_metadata(&root.0.join("savepoint-42"), &metadata).unwrap();
+    let shared = root.0.join("shared");
+    fs::create_dir_all(&shared).unwrap();
+    let names = [
+        "4-keep.base.snap",
+        "5-keep.delta.snap",
+        "5-gone.delta.snap",
+        ".6-gone.base.snap.tmp",
+        "7-newer.base.snap",
+        "junk",
+    ];
+    for name in names {
+        fs::write(shared.join(name), b"x").unwrap();
+    }
+    assert_eq!(next_checkpoint_id(&root.0), 43);
+    fs::write(shared.join("50-newest.base.snap"), b"x").unwrap();
+    assert_eq!(next_checkpoint_id(&root.0), 51);
+    let mut deleted: Vec<String> = collect_shared(&root.0, 6)
+        .unwrap()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    deleted.sort();
+    assert_eq!(deleted, [".6-gone.base.snap.tmp", "5-gone.delta.snap"]);
+    let mut left: Vec<String> = fs::read_dir(&shared)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "4-keep.base.snap",
+            "5-keep.delta.snap",
+            "50-newest.base.snap",
+            "7-newer.base.snap",
+            "junk"
+        ]
+    );
 }

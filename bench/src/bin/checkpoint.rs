@@ -8,14 +8,16 @@
 //! entry in a snapshot, so the default 2^26 keys make 1 GiB), discarding sink;
 //! parallelism 2 on 2 executors.
 //!
-//! 1. Cost: `--runs` rounds of the job without checkpoints, then with
-//!    checkpoints every `--interval-ms`. Prints the median records/s of each
-//!    and the loss; per checkpoint the state bytes, the synchronous pause of
-//!    every subtask (p50/p99/max, over every checkpoint and over those at full
-//!    state), the write rate (state bytes / longest asynchronous part) and the
-//!    duration (trigger to metadata written).
-//! 2. Restore: the last checkpointed run leaves its last checkpoint on disk;
-//!    the same job restores it `--runs` times at parallelism 2 (same) and 1
+//! 1. Cost: `--runs` rounds, each running the job without checkpoints, then
+//!    with each of `--modes` (full snapshots, incremental: deltas of the
+//!    logged changes with a new base past `--materialize-ratio`), every
+//!    `--interval-ms`. Prints per mode the median records/s and the loss
+//!    against the plain runs; per checkpoint the bytes written, the
+//!    synchronous pause of every subtask (p50/p99/max), the write rate
+//!    (bytes / longest asynchronous part) and the duration (trigger to
+//!    metadata written).
+//! 2. Restore: the last run of each mode leaves its last checkpoint on disk;
+//!    the same job restores each `--runs` times at parallelism 2 (same) and 1
 //!    (rescaled 2 -> 1). The figure is the longest subtask restore as the
 //!    engine reports it (`VertexMetrics::restore_durations`: from the subtask's
 //!    deploy until its state is restored, before its first record). Each
@@ -23,7 +25,7 @@
 //!    sum, and each must equal the key's count in a plain model of the
 //!    generator, so a restore that lost or doubled state fails the program.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +64,14 @@ struct Args {
     /// Only the cost figures, no restore.
     #[arg(long)]
     no_restore: bool,
+    /// Checkpointed modes to compare with the plain run (each run interleaves
+    /// them), comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Mode::Full, Mode::Incremental])]
+    modes: Vec<Mode>,
+    /// Incremental mode: a new base once the deltas hold this many times the
+    /// base's entries (`CheckpointConfig::materialize_ratio`).
+    #[arg(long, default_value_t = 1.0)]
+    materialize_ratio: f64,
 }
 
 /// Every key's last (largest) emitted sum, written by the restored job.
@@ -108,53 +118,135 @@ fn main() -> anyhow::Result<()> {
     let dir = checkpoint_root("checkpoint");
     let retained = cost(&args, &dir)?;
     if !args.no_restore {
-        restore(&args, &dir, &retained)?;
+        let model = model_counts(&args);
+        for checkpoint in &retained {
+            restore(&args, &model, checkpoint)?;
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
-/// The plain and checkpointed runs; returns the checkpoint the last
-/// checkpointed run left in `dir`.
-fn cost(args: &Args, dir: &Path) -> anyhow::Result<CheckpointStats> {
-    let mut plain = Vec::new();
-    let mut checkpointed = Vec::new();
-    let mut runs: Vec<Vec<CheckpointStats>> = Vec::new();
+/// How a run checkpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    /// No checkpoints.
+    Plain,
+    /// A full copy-on-write snapshot every time.
+    Full,
+    /// Incremental: deltas of the logged changes, a new base when they grow.
+    Incremental,
+}
+
+impl Mode {
+    fn checkpoint(self, args: &Args, dir: &Path) -> CheckpointConfig {
+        let mut c = CheckpointConfig::every(Duration::from_millis(args.interval_ms), dir);
+        match self {
+            Mode::Plain => return CheckpointConfig::default(),
+            Mode::Full => {}
+            Mode::Incremental => {
+                c.incremental = true;
+                c.materialize_ratio = args.materialize_ratio;
+            }
+        }
+        c
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Plain => "plain",
+            Mode::Full => "full checkpoints",
+            Mode::Incremental => "incremental checkpoints",
+        }
+    }
+}
+
+/// A checkpoint left on disk to restore, with its state's bytes on disk.
+struct Retained {
+    mode: Mode,
+    dir: PathBuf,
+    stats: CheckpointStats,
+    state_bytes: u64,
+}
+
+/// The plain and checkpointed runs, interleaved; returns per checkpointed
+/// mode the checkpoint its last run left on disk.
+fn cost(args: &Args, root: &Path) -> anyhow::Result<Vec<Retained>> {
+    let mut modes = vec![Mode::Plain];
+    modes.extend(args.modes.iter().copied().filter(|m| *m != Mode::Plain));
+    let mut elapsed: Vec<Vec<Duration>> = vec![Vec::new(); modes.len()];
+    let mut runs: Vec<Vec<Vec<CheckpointStats>>> = vec![Vec::new(); modes.len()];
     for run in 0..args.runs {
-        for with in [false, true] {
-            let _ = std::fs::remove_dir_all(dir);
-            let checkpoint = if with {
-                CheckpointConfig::every(Duration::from_millis(args.interval_ms), dir)
-            } else {
-                CheckpointConfig::default()
-            };
-            let env = StreamEnv::new(config(PARALLELISM, checkpoint));
+        for (m, &mode) in modes.iter().enumerate() {
+            let dir = root.join(format!("{mode:?}").to_lowercase());
+            let _ = std::fs::remove_dir_all(&dir);
+            let env = StreamEnv::new(config(PARALLELISM, mode.checkpoint(args, &dir)));
             keyed_sum(&env, args, None);
             let outcome = env.execute("keyed sum")?;
             println!(
                 "run {run} {}: {:.2} M records/s, {} checkpoints",
-                if with { "checkpoints" } else { "plain" },
+                mode.name(),
                 records_per_s(args, outcome.elapsed),
                 outcome.checkpoints.len()
             );
-            if with {
-                checkpointed.push(outcome.elapsed);
-                runs.push(outcome.checkpoints);
-            } else {
-                plain.push(outcome.elapsed);
+            elapsed[m].push(outcome.elapsed);
+            runs[m].push(outcome.checkpoints);
+        }
+    }
+    let plain = records_per_s(args, median_duration(&elapsed[0]));
+    println!("plain: {plain:.2} M records/s (median of {})", args.runs);
+    let mut retained = Vec::new();
+    for (m, &mode) in modes.iter().enumerate().skip(1) {
+        let rate = records_per_s(args, median_duration(&elapsed[m]));
+        let loss = (1.0 - rate / plain) * 100.0;
+        println!(
+            "{}: every {} ms: {rate:.2} M records/s; loss {loss:.1}% (target < {LOSS_TARGET_PERCENT}%: {})",
+            mode.name(),
+            args.interval_ms,
+            verdict(loss < LOSS_TARGET_PERCENT)
+        );
+        report_checkpoints(mode, &runs[m]);
+        let dir = root.join(format!("{mode:?}").to_lowercase());
+        let stats = runs[m]
+            .last()
+            .and_then(|r| r.last())
+            .cloned()
+            .with_context(|| {
+                format!("the last run with {} completed no checkpoint", mode.name())
+            })?;
+        let state_bytes = state_bytes_on_disk(&stats.directory)?;
+        println!(
+            "  last checkpoint {}: {:.1} MiB of state files (base and deltas)",
+            stats.checkpoint_id,
+            state_bytes as f64 / MIB
+        );
+        retained.push(Retained {
+            mode,
+            dir,
+            stats,
+            state_bytes,
+        });
+    }
+    Ok(retained)
+}
+
+/// Bytes of every state file a checkpoint's metadata names.
+fn state_bytes_on_disk(checkpoint_dir: &Path) -> anyhow::Result<u64> {
+    let metadata = rheon_state::checkpoint::read_metadata(checkpoint_dir)?;
+    let mut bytes = 0;
+    for operator in &metadata.operators {
+        for state in &operator.keyed_states {
+            for file in state.files.iter().chain(&state.deltas) {
+                bytes += std::fs::metadata(checkpoint_dir.join(file))?.len();
             }
         }
     }
-    let (p, c) = (median_duration(&plain), median_duration(&checkpointed));
-    let loss = (1.0 - records_per_s(args, c) / records_per_s(args, p)) * 100.0;
-    println!(
-        "plain: {:.2} M records/s; checkpoints every {} ms: {:.2} M records/s; loss {loss:.1}% (target < {LOSS_TARGET_PERCENT}%: {})",
-        records_per_s(args, p),
-        args.interval_ms,
-        records_per_s(args, c),
-        verdict(loss < LOSS_TARGET_PERCENT)
-    );
+    Ok(bytes)
+}
 
+/// Sizes, synchronous pauses, write rates and durations of one mode's
+/// checkpoints.
+fn report_checkpoints(mode: Mode, runs: &[Vec<CheckpointStats>]) {
     let all: Vec<&CheckpointStats> = runs.iter().flatten().collect();
     let largest = all.iter().map(|c| c.bytes).max().unwrap_or(0);
     let full: Vec<&CheckpointStats> = all
@@ -167,42 +259,45 @@ fn cost(args: &Args, dir: &Path) -> anyhow::Result<CheckpointStats> {
             .flat_map(|c| c.sync_durations.iter().copied())
             .collect()
     };
-    let full_syncs = syncs(&full);
     let counts: Vec<usize> = runs.iter().map(Vec::len).collect();
+    let written: u64 = all.iter().map(|c| c.bytes).sum();
     println!(
-        "checkpoints per run: {counts:?}; state per checkpoint: largest {:.1} MiB, {} of {} checkpoints at full state (>= {:.0}% of it)",
+        "  checkpoints per run: {counts:?}; written per checkpoint: largest {:.1} MiB, mean {:.1} MiB; {} of {} checkpoints within {:.0}% of the largest",
         largest as f64 / MIB,
+        written as f64 / MIB / all.len().max(1) as f64,
         full.len(),
         all.len(),
         FULL_STATE_SHARE * 100.0
     );
+    // With full checkpoints the largest are those of the full state; the
+    // incremental mode's pauses count at every checkpoint.
+    let measured = if mode == Mode::Full { &full } else { &all };
+    let pauses = syncs(measured);
     println!(
-        "sync pause per subtask, every checkpoint: {}; at full state: {} (target p99 < {SYNC_PAUSE_TARGET:?}: {})",
+        "  sync pause per subtask, every checkpoint: {}; {}: {} (target p99 < {SYNC_PAUSE_TARGET:?}: {})",
         duration_spread(&syncs(&all)),
-        duration_spread(&full_syncs),
-        verdict(percentile_duration(&full_syncs, 0.99) < SYNC_PAUSE_TARGET)
+        if mode == Mode::Full { "at full state" } else { "all" },
+        duration_spread(&pauses),
+        verdict(percentile_duration(&pauses, 0.99) < SYNC_PAUSE_TARGET)
     );
     let rates: Vec<f64> = full
         .iter()
         .filter(|c| !c.async_max.is_zero())
         .map(|c| gb_per_s(c.bytes, c.async_max))
         .collect();
-    let durations: Vec<Duration> = full.iter().map(|c| c.duration).collect();
+    let durations: Vec<Duration> = all.iter().map(|c| c.duration).collect();
     println!(
-        "at full state: write rate (bytes / longest asynchronous part) median {:.2} GB/s; checkpoint duration (trigger to metadata) {}",
+        "  largest checkpoints' write rate (bytes / longest asynchronous part) median {:.2} GB/s; checkpoint duration (trigger to metadata), all: {}",
         if rates.is_empty() { 0.0 } else { median_f64(&rates) },
         duration_spread(&durations)
     );
-    runs.last()
-        .and_then(|r| r.last())
-        .cloned()
-        .context("the last checkpointed run completed no checkpoint to restore")
 }
 
 /// Restores `retained` at the same parallelism and rescaled, and checks the
 /// restored sums against a model.
-fn restore(args: &Args, dir: &Path, retained: &CheckpointStats) -> anyhow::Result<()> {
-    let model = model_counts(args);
+fn restore(args: &Args, model: &[u32], retained: &Retained) -> anyhow::Result<()> {
+    let dir = &retained.dir;
+    println!("restoring the last checkpoint of {}", retained.mode.name());
     let mut figures: Vec<(u32, Vec<Duration>)> = vec![(PARALLELISM, Vec::new()), (1, Vec::new())];
     let mut wrong_runs = 0;
     for run in 0..args.runs {
@@ -224,7 +319,7 @@ fn restore(args: &Args, dir: &Path, retained: &CheckpointStats) -> anyhow::Resul
                 bail!("the restored job at parallelism {parallelism} reports no restore");
             };
             restores.push(longest);
-            let check = check_sums(&last, &model, &outcome, args);
+            let check = check_sums(&last, model, &outcome, args);
             if !check.ok() {
                 wrong_runs += 1;
             }
@@ -234,9 +329,10 @@ fn restore(args: &Args, dir: &Path, retained: &CheckpointStats) -> anyhow::Resul
         }
     }
     println!(
-        "restore of checkpoint {} ({:.1} MiB, taken at parallelism {PARALLELISM}), longest subtask from deploy to state restored, median of {}:",
-        retained.checkpoint_id,
-        retained.bytes as f64 / MIB,
+        "restore of {}'s checkpoint {} ({:.1} MiB of state files, taken at parallelism {PARALLELISM}), longest subtask from deploy to state restored, median of {}:",
+        retained.mode.name(),
+        retained.stats.checkpoint_id,
+        retained.state_bytes as f64 / MIB,
         args.runs
     );
     for (parallelism, restores) in &figures {
@@ -248,7 +344,7 @@ fn restore(args: &Args, dir: &Path, retained: &CheckpointStats) -> anyhow::Resul
         };
         println!(
             "  at parallelism {parallelism} ({how}): {m:.2?}, {:.2} GB/s (target < {RESTORE_TARGET:?}: {})",
-            gb_per_s(retained.bytes, m),
+            gb_per_s(retained.state_bytes, m),
             verdict(m < RESTORE_TARGET)
         );
     }
