@@ -266,6 +266,26 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyGroupedMap<K, V> {
         Arc::make_mut(group).get_mut(key)
     }
 
+    /// [`get_mut`](Self::get_mut) for a caller that logs the key itself: the changelog
+    /// is not marked incomplete, and the caller must call [`log_key`](Self::log_key) for
+    /// `key` once its changes are done (before the next checkpoint).
+    pub fn get_mut_untracked(&mut self, key_group: u32, key: &K) -> Option<&mut V> {
+        let group = self.shared_group(key_group);
+        if is_shared(group) && !group.contains_key(key) {
+            return None;
+        }
+        Arc::make_mut(group).get_mut(key)
+    }
+
+    /// With a changelog, logs the current value of `key` (or its removal if it has
+    /// none), for changes made through [`get_mut_untracked`](Self::get_mut_untracked).
+    pub fn log_key(&mut self, key_group: u32, key: &K) {
+        if self.log.is_some() {
+            let value = self.get(key_group, key).cloned();
+            self.log_change(key_group, key.clone(), value);
+        }
+    }
+
     /// Sets the value of `key` in `key_group`, returning the previous value. Copies the
     /// key group's map if a fork shares it.
     pub fn insert(&mut self, key_group: u32, key: K, value: V) -> Option<V> {
@@ -1079,7 +1099,11 @@ mod tests {
                     0..=89 => { map.insert(kg(key), key, d); }
                     90..=179 => { map.update(kg(key), &key, |v| *v += d); }
                     180..=195 => { map.remove(kg(key), &key); }
-                    196..=198 => forks.push(map.fork()),
+                    196 => {
+                        if let Some(v) = map.get_mut_untracked(kg(key), &key) { *v -= d; }
+                        map.log_key(kg(key), &key);
+                    }
+                    197..=198 => forks.push(map.fork()),
                     _ => {
                         let log = map.take_changelog().expect("enabled");
                         prop_assert!(log.complete);

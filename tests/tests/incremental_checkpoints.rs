@@ -1,16 +1,17 @@
 //! Incremental checkpoints (`CheckpointConfig::incremental`): a keyed `sum`
-//! and a keyed `reduce` into the exactly-once file sink, whose checkpoints
-//! are chains of a full base and changelog deltas in the root's `shared`
-//! directory. With injected task panics, and across restores at parallelism
-//! 2 -> 3 -> 1, the committed output must equal a failure-free run's exactly;
-//! unused shared files must be deleted.
+//! and a keyed `reduce`, and the `windows` job's event-time window
+//! aggregates, into the exactly-once file sink, whose checkpoints are chains
+//! of a full base and changelog deltas in the root's `shared` directory. With
+//! injected task panics, and across restores at parallelism 2 -> 3 -> 1, the
+//! committed output must equal a failure-free run's exactly; unused shared
+//! files must be deleted.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use rheon::jobs::windowed_sums::committed_lines;
+use rheon::jobs::windowed_sums::{self, committed_lines};
 use rheon::{CheckpointConfig, EngineConfig, JobOutcome, RestartStrategy, StreamEnv};
 use rheon_state::checkpoint::{
     list_completed, read_metadata, shared_file_checkpoint_id, SHARED_DIR_NAME,
@@ -210,6 +211,59 @@ fn incremental_checkpoints_restore_at_2_then_3_then_1() {
     run(1, chk, true, out, &[], RestartStrategy::None).expect("the run at parallelism 1 finishes");
     assert!(
         committed(out) == *expected(),
+        "committed output differs from the failure-free run"
+    );
+}
+
+/// The `windows` job (tumbling event-time windows, aggregate function):
+/// window contents are logged per key, including the removal of fired
+/// windows.
+#[test]
+fn window_aggregates_with_incremental_checkpoints_commit_exactly_once() {
+    let expected_dir = TempDir::new("incr-windows-expected");
+    let env = StreamEnv::new(
+        EngineConfig::default()
+            .with_executors(2)
+            .with_parallelism(2),
+    );
+    windowed_sums::build(&env, events(), None, expected_dir.path(), |_| {});
+    env.execute("expected").expect("failure-free run");
+    let expected = committed_lines(expected_dir.path()).unwrap();
+    assert!(expected.len() > 1000, "{} rows", expected.len());
+
+    let output = TempDir::new("incr-windows-out");
+    let checkpoints = TempDir::new("incr-windows-chk");
+    let mut c = CheckpointConfig::every(Duration::from_millis(50), checkpoints.path());
+    c.incremental = true;
+    c.materialize_ratio = 0.5;
+    c.retained = 2;
+    c.restart = RestartStrategy::FixedDelay {
+        attempts: 10,
+        delay: Duration::from_millis(20),
+    };
+    let env = StreamEnv::new(
+        EngineConfig::default()
+            .with_executors(2)
+            .with_parallelism(2)
+            .with_checkpoints(c),
+    );
+    let pending: Arc<Mutex<HashSet<u64>>> = Arc::new(Mutex::new(
+        [at(0.3), at(0.6), at(0.62)].into_iter().collect(),
+    ));
+    windowed_sums::build(&env, events(), Some(30_000.0), output.path(), move |e| {
+        if pending.lock().unwrap().remove(&(e.1 as u64)) {
+            panic!("injected failure at record {}", e.1);
+        }
+    });
+    let outcome = env
+        .execute("windows")
+        .expect("the job recovers and succeeds");
+    assert_eq!(outcome.restarts, 3);
+    deltas_and_no_garbage(checkpoints.path());
+    let got = committed_lines(output.path()).unwrap();
+    assert_eq!(got.len(), expected.len());
+    assert!(
+        got == expected,
         "committed output differs from the failure-free run"
     );
 }

@@ -71,6 +71,15 @@ struct CheckpointArgs {
     /// Completed checkpoints kept.
     #[arg(long, default_value_t = 2)]
     retained: usize,
+    /// Incremental checkpoints: keyed sums, reduces and window aggregates
+    /// write only their changes since the last completed checkpoint (into
+    /// CHECKPOINT_DIR/shared); other keyed state stays full.
+    #[arg(long)]
+    incremental: bool,
+    /// With --incremental: a full snapshot again once the changes since the
+    /// last one hold this many times its entries.
+    #[arg(long, default_value_t = 1.0)]
+    materialize_ratio: f64,
 }
 
 impl CheckpointArgs {
@@ -91,9 +100,19 @@ impl CheckpointArgs {
                 c.restart = RestartStrategy::parse(text).map_err(anyhow::Error::msg)?;
             }
             c.retained = self.retained.max(1);
+            if !(self.materialize_ratio > 0.0 && self.materialize_ratio.is_finite()) {
+                bail!(
+                    "--materialize-ratio {} is not a positive number",
+                    self.materialize_ratio
+                );
+            }
+            c.incremental = self.incremental;
+            c.materialize_ratio = self.materialize_ratio;
             config.checkpoint = c;
         } else if self.restart.is_some() {
             bail!("--restart needs --checkpoint-dir");
+        } else if self.incremental {
+            bail!("--incremental needs --checkpoint-dir");
         }
         config.checkpoint.restore_from = self.restore.clone();
         Ok(())

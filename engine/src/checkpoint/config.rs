@@ -50,7 +50,7 @@ pub struct CheckpointConfig {
     /// or the newest valid one under this root directory.
     pub restore_from: Option<PathBuf>,
     /// Incremental checkpoints (Flink's changelog state backend): keyed
-    /// aggregations (`sum`, `reduce`) log their changes and a checkpoint
+    /// `sum`, `reduce` and window aggregates log their changes and a checkpoint
     /// writes only the changes since the last completed one, into the
     /// root's `shared` directory; other keyed states stay full.
     pub incremental: bool,

@@ -32,6 +32,7 @@ use rheon_state::key_group::assign_to_key_group;
 use rheon_state::keyed::KeyGroupedMap;
 
 use crate::api::functions::OperatorContext;
+use crate::checkpoint::changelog::ChangelogState;
 use crate::error::{TaskLocation, TaskResult};
 use crate::runtime::collector::{guarded, BoxCollector, Collector, Emitter, Shared};
 use crate::runtime::timers::{
@@ -145,6 +146,10 @@ pub(crate) trait WindowFunction<K, T, O>: 'static {
     /// Combines the accumulators of merging (session) windows, `a` earlier.
     fn merge(&mut self, a: Self::Acc, b: Self::Acc) -> Self::Acc;
     fn emit(&mut self, key: &K, window: TimeWindow, acc: &Self::Acc, out: &mut Emitter<'_, O>);
+    /// Whether incremental checkpoints may log the accumulator after every
+    /// record: false when it holds every element (logging it would copy the
+    /// whole window per record), which keeps full snapshots.
+    const LOG_CHANGES: bool = true;
 }
 
 /// Incremental aggregation with user closures.
@@ -192,6 +197,8 @@ where
     T: Clone + 'static,
     F: FnMut(&K, TimeWindow, &[T], &mut Emitter<'_, O>) + 'static,
 {
+    // The accumulator is every element of the window.
+    const LOG_CHANGES: bool = false;
     type Acc = Vec<T>;
     fn create(&mut self) -> Vec<T> {
         Vec::new()
@@ -323,6 +330,8 @@ pub(crate) struct WindowOperator<K, T, O, E, KF, W: WindowFunction<K, T, O>> {
     function: W,
     /// Per key: its open windows and their accumulators.
     state: KeyGroupedMap<K, Vec<(TimeWindow, W::Acc)>>,
+    /// Incremental checkpoints of `state`.
+    changelog: ChangelogState<K, Vec<(TimeWindow, W::Acc)>>,
     /// Fire and clean-up times -> the (key group, key, window) due then.
     timers: Timers<K>,
     watermark: i64,
@@ -371,6 +380,7 @@ where
         lateness_ms: spec.lateness_ms,
         function,
         state: KeyGroupedMap::new(ctx.key_group_range, ctx.max_parallelism),
+        changelog: ChangelogState::default(),
         timers: BTreeMap::new(),
         watermark: WATERMARK_MIN,
         max_parallelism: ctx.max_parallelism,
@@ -457,7 +467,7 @@ where
                 break;
             }
             for (key_group, key, window) in entry.remove() {
-                let Some(windows) = self.state.get_mut(key_group, &key) else {
+                let Some(windows) = self.state.get_mut_untracked(key_group, &key) else {
                     continue;
                 };
                 let Some(index) = windows.iter().position(|(w, _)| *w == window) else {
@@ -470,6 +480,8 @@ where
                     let (window, acc) = windows.swap_remove(index);
                     if windows.is_empty() {
                         self.state.remove(key_group, &key);
+                    } else {
+                        self.state.log_key(key_group, &key);
                     }
                     if fire {
                         emit_window(
@@ -502,7 +514,7 @@ where
         let mut on_time = false;
         // Look up before inserting: `entry` would clone the key (an allocation
         // for string keys) on every record, not just a key's first.
-        if self.state.get_mut(key_group, &key).is_none() {
+        if !self.state.contains_key(key_group, &key) {
             self.state.insert(key_group, key.clone(), Vec::new());
         }
         for (i, window) in assigned.iter().enumerate() {
@@ -514,7 +526,9 @@ where
                 refire.set(i, window);
             }
             let (state, function, location) = (&mut self.state, &mut self.function, &self.location);
-            let windows = state.get_mut(key_group, &key).expect("inserted above");
+            let windows = state
+                .get_mut_untracked(key_group, &key)
+                .expect("inserted above");
             let slot = match windows.iter().position(|(w, _)| *w == window) {
                 Some(i) => i,
                 None => match guarded(location, || function.create()) {
@@ -525,14 +539,22 @@ where
                     }
                     Err(e) => {
                         self.remove_if_empty(key_group, &key);
+                        self.state.log_key(key_group, &key);
                         return Err(e);
                     }
                 },
             };
             let acc = &mut windows[slot].1;
-            guarded(location, || function.add(acc, &record))?;
+            let added = guarded(location, || function.add(acc, &record));
+            if added.is_err() {
+                self.state.log_key(key_group, &key);
+            }
+            added?;
         }
         self.remove_if_empty(key_group, &key);
+        // The key's changes through `get_mut_untracked`, for incremental
+        // checkpoints.
+        self.state.log_key(key_group, &key);
         for window in created.windows(&assigned) {
             self.add_timer(key_group, &key, window);
         }
@@ -555,7 +577,7 @@ where
     /// its timer, or again by a late record.
     fn emit_open(&mut self, key_group: u32, key: &K, window: TimeWindow) -> TaskResult {
         let (state, function, out) = (&mut self.state, &mut self.function, self.out.as_mut());
-        let Some(windows) = state.get_mut(key_group, key) else {
+        let Some(windows) = state.get(key_group, key) else {
             return Ok(());
         };
         let Some((_, acc)) = windows.iter().find(|(w, _)| *w == window) else {
@@ -589,10 +611,13 @@ where
         if self.is_late(&merged) {
             return self.late(record);
         }
-        if self.state.get_mut(key_group, &key).is_none() {
+        if !self.state.contains_key(key_group, &key) {
             self.state.insert(key_group, key.clone(), Vec::new());
         }
-        let windows = self.state.get_mut(key_group, &key).expect("inserted above");
+        let windows = self
+            .state
+            .get_mut_untracked(key_group, &key)
+            .expect("inserted above");
         let mut absorbed: Vec<(TimeWindow, W::Acc)> = Vec::new();
         let mut i = 0;
         while i < windows.len() {
@@ -618,6 +643,7 @@ where
             acc
         })?;
         windows.push((merged, acc));
+        self.state.log_key(key_group, &key);
         if !existed {
             self.add_timer(key_group, &key, merged);
         }
@@ -731,14 +757,22 @@ where
 {
     fn snapshot_state(
         &mut self,
-        _checkpoint_id: u64,
+        checkpoint_id: u64,
         parts: &mut crate::checkpoint::state::OperatorParts,
     ) -> TaskResult {
-        parts.keyed.push(crate::checkpoint::state::keyed_write(
-            "windows",
-            std::any::type_name::<(K, Vec<(TimeWindow, W::Acc)>)>(),
-            self.state.fork(),
-        ));
+        let type_tag = std::any::type_name::<(K, Vec<(TimeWindow, W::Acc)>)>();
+        parts.keyed.push(match parts.incremental {
+            Some(ratio) if W::LOG_CHANGES => {
+                self.changelog
+                    .snapshot("windows", type_tag, &mut self.state, checkpoint_id, ratio)
+            }
+            _ => crate::checkpoint::state::keyed_write("windows", type_tag, self.state.fork()),
+        });
+        Ok(())
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> TaskResult {
+        self.changelog.notify_complete(checkpoint_id);
         Ok(())
     }
 
@@ -749,6 +783,7 @@ where
         self.state = restored
             .keyed_state("windows")
             .map_err(|m| crate::error::TaskError::checkpoint(&self.location, m))?;
+        self.changelog = ChangelogState::default();
         let open: Vec<(u32, K, TimeWindow)> = self
             .state
             .iter()

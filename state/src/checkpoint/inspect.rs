@@ -74,6 +74,9 @@ pub struct KeyedStateReport {
     pub name: String,
     /// One report per file, in the metadata's order.
     pub files: Vec<StateFileReport>,
+    /// One report per changelog file of an incremental checkpoint, in the metadata's
+    /// order (their entries are changes, not counted in the histogram).
+    pub deltas: Vec<StateFileReport>,
     /// Entries per key group over the readable files, indexed by key group (length: the
     /// max parallelism); `None` for a key group no readable file holds.
     pub entries_per_key_group: Vec<Option<u64>>,
@@ -192,7 +195,8 @@ impl CheckpointReport {
     }
 
     fn files(&self) -> impl Iterator<Item = &StateFileReport> {
-        self.keyed_states().flat_map(|state| &state.files)
+        self.keyed_states()
+            .flat_map(|state| state.files.iter().chain(&state.deltas))
     }
 }
 
@@ -321,42 +325,51 @@ fn keyed_state_report(
 ) -> KeyedStateReport {
     let mut entries_per_key_group = vec![None; metadata.max_parallelism as usize];
     let mut key_groups_in_two_files = 0;
-    let mut files = Vec::with_capacity(state.files.len());
-    for name in &state.files {
-        let status = match open_state_file(dir, operator, state, name) {
+    let open = |name: &String| -> (StateFileReport, Option<SnapshotReport>) {
+        let (status, counted) = match open_state_file(dir, operator, state, name) {
             Ok(file) => {
                 let mismatch = header_mismatch(&file, state, metadata.max_parallelism);
                 let report = file.report();
-                if mismatch.is_none() {
-                    for kg in &report.key_groups {
-                        // In range: the header's max parallelism is the metadata's.
-                        let slot = &mut entries_per_key_group[kg.key_group as usize];
-                        if slot.is_some() {
-                            key_groups_in_two_files += 1;
-                        }
-                        *slot = Some(slot.unwrap_or(0) + kg.entry_count);
-                    }
-                }
-                StateFileStatus::Read { report, mismatch }
+                let counted = mismatch.is_none().then(|| report.clone());
+                (StateFileStatus::Read { report, mismatch }, counted)
             }
-            Err(CheckpointError::MissingStateFile { .. }) => StateFileStatus::Missing,
-            Err(error) => StateFileStatus::Unreadable {
-                corruption: error.is_corruption(),
-                error: match error {
-                    CheckpointError::StateFile { error, .. } => error.to_string(),
-                    error => error.to_string(),
+            Err(CheckpointError::MissingStateFile { .. }) => (StateFileStatus::Missing, None),
+            Err(error) => (
+                StateFileStatus::Unreadable {
+                    corruption: error.is_corruption(),
+                    error: match error {
+                        CheckpointError::StateFile { error, .. } => error.to_string(),
+                        error => error.to_string(),
+                    },
                 },
-            },
+                None,
+            ),
         };
-        files.push(StateFileReport {
+        let file = StateFileReport {
             file: name.clone(),
             path: dir.join(name),
             status,
-        });
+        };
+        (file, counted)
+    };
+    let mut files = Vec::with_capacity(state.files.len());
+    for name in &state.files {
+        let (file, counted) = open(name);
+        for kg in counted.iter().flat_map(|report| &report.key_groups) {
+            // In range: the header's max parallelism is the metadata's.
+            let slot = &mut entries_per_key_group[kg.key_group as usize];
+            if slot.is_some() {
+                key_groups_in_two_files += 1;
+            }
+            *slot = Some(slot.unwrap_or(0) + kg.entry_count);
+        }
+        files.push(file);
     }
+    let deltas = state.deltas.iter().map(|name| open(name).0).collect();
     KeyedStateReport {
         name: state.name.clone(),
         files,
+        deltas,
         entries_per_key_group,
         key_groups_in_two_files,
     }
@@ -470,33 +483,21 @@ impl fmt::Display for KeyedStateReport {
         let width = self
             .files
             .iter()
+            .chain(&self.deltas)
             .map(|file| file.file.len())
             .max()
             .unwrap_or(0);
         for file in &self.files {
-            write!(f, "    {:width$}  ", file.file)?;
-            match &file.status {
-                StateFileStatus::Read { report, mismatch } => {
-                    write!(
-                        f,
-                        "key groups {}, {}, {}, ",
-                        report.meta.key_groups,
-                        plural(report.entry_count as usize, "entry", "entries"),
-                        human_bytes(report.size_bytes)
-                    )?;
-                    let bad = report.corrupt_key_groups();
-                    if bad.is_empty() {
-                        write!(f, "checksums ok")?;
-                    } else {
-                        write!(f, "CORRUPT in {}", describe_key_groups(&bad))?;
-                    }
-                    if let Some(mismatch) = mismatch {
-                        write!(f, "; DOES NOT FIT: {mismatch}")?;
-                    }
-                    writeln!(f)?;
-                }
-                StateFileStatus::Missing => writeln!(f, "MISSING ({})", file.path.display())?,
-                StateFileStatus::Unreadable { error, .. } => writeln!(f, "UNREADABLE: {error}")?,
+            write_file_line(f, file, width)?;
+        }
+        if !self.deltas.is_empty() {
+            writeln!(
+                f,
+                "    then {} replayed in order:",
+                plural(self.deltas.len(), "changelog file", "changelog files")
+            )?;
+            for file in &self.deltas {
+                write_file_line(f, file, width)?;
             }
         }
         let uncovered = self.uncovered_key_groups();
@@ -519,6 +520,38 @@ impl fmt::Display for KeyedStateReport {
             )?;
         }
         write_histogram(f, &self.entries_per_key_group)
+    }
+}
+
+/// One state file's line: key groups, entries, size, checksums, or what is wrong.
+fn write_file_line(
+    f: &mut fmt::Formatter<'_>,
+    file: &StateFileReport,
+    width: usize,
+) -> fmt::Result {
+    write!(f, "    {:width$}  ", file.file)?;
+    match &file.status {
+        StateFileStatus::Read { report, mismatch } => {
+            write!(
+                f,
+                "key groups {}, {}, {}, ",
+                report.meta.key_groups,
+                plural(report.entry_count as usize, "entry", "entries"),
+                human_bytes(report.size_bytes)
+            )?;
+            let bad = report.corrupt_key_groups();
+            if bad.is_empty() {
+                write!(f, "checksums ok")?;
+            } else {
+                write!(f, "CORRUPT in {}", describe_key_groups(&bad))?;
+            }
+            if let Some(mismatch) = mismatch {
+                write!(f, "; DOES NOT FIT: {mismatch}")?;
+            }
+            writeln!(f)
+        }
+        StateFileStatus::Missing => writeln!(f, "MISSING ({})", file.path.display()),
+        StateFileStatus::Unreadable { error, .. } => writeln!(f, "UNREADABLE: {error}"),
     }
 }
 
