@@ -374,11 +374,21 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyGroupedMap<K, V> {
 
     /// The changes since the last take (or since the log was enabled), and a new empty,
     /// complete log. `None` without a changelog. O(key groups).
+    ///
+    /// Each key group's new log starts with the capacity the taken one ended with, so a
+    /// steady write rate does not grow (and copy) the logs again at every checkpoint.
     pub fn take_changelog(&mut self) -> Option<Changelog<K, V>> {
-        let fresh = Changelog::new(self.groups.len());
-        self.log
-            .as_mut()
-            .map(|log| std::mem::replace(&mut **log, fresh))
+        let log = self.log.as_mut()?;
+        let fresh = Changelog {
+            groups: log
+                .groups
+                .iter()
+                .map(|g| Vec::with_capacity(g.len()))
+                .collect(),
+            complete: true,
+            entries: 0,
+        };
+        Some(std::mem::replace(&mut **log, fresh))
     }
 
     fn log_unseen_change(&mut self) {

@@ -255,22 +255,26 @@ impl RestoredOperator<'_> {
         // filled directly (no rehash, no copy-on-write check per entry).
         // Decoding on more threads did not pay: page faults of the new
         // tables serialize in the kernel.
-        let mut groups = plan
+        // An incremental checkpoint's changes, replayed in order over the
+        // bases, key group by key group while its new map is in cache.
+        let deltas = files
+            .deltas
             .iter()
-            .map(|(key_group, file)| decode_key_group::<K, V>(key_group, file))
-            .collect::<Result<Vec<_>, String>>()?;
-        // An incremental checkpoint's changes, replayed in order over the bases.
-        for delta in &files.deltas {
-            let file =
-                SnapshotFile::open(self.checkpoint_dir.join(delta)).map_err(|e| e.to_string())?;
-            for entry in file.index() {
-                let key_group = entry.key_group;
-                if self.key_group_range.contains(key_group) {
-                    let group = &mut groups[(key_group - self.key_group_range.start) as usize];
-                    replay_key_group::<K, V>(key_group, &file, group)?;
+            .map(|f| SnapshotFile::open(self.checkpoint_dir.join(f)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let groups = plan
+            .iter()
+            .map(|(key_group, file)| {
+                let mut group = decode_key_group::<K, V>(key_group, file)?;
+                for delta in &deltas {
+                    if delta.meta().key_groups.contains(key_group) {
+                        replay_key_group(key_group, delta, &mut group)?;
+                    }
                 }
-            }
-        }
+                Ok(group)
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(KeyGroupedMap::from_key_groups(
             self.key_group_range,
             self.max_parallelism,
