@@ -26,7 +26,7 @@ use rheon_net::codec::Codec;
 use rheon_state::keyed::{Changelog, KeyGroupedMap};
 use rheon_state::snapshot::SnapshotMeta;
 
-use super::state::{keyed_write, KeyedWrite};
+use super::state::{encode_section, keyed_write, KeyedWrite};
 
 /// The files of one subtask's keyed state at one checkpoint: a base and the
 /// deltas after it, by the ids of the checkpoints that wrote them (the writer
@@ -194,21 +194,12 @@ where
             let mut buffer = Vec::new();
             rheon_state::snapshot::writer::write_encoded_atomically(path, meta, |mut writer| {
                 for (index, key_group) in range.iter().enumerate() {
-                    let entries = || segments.iter().flat_map(|s| s.groups[index].iter());
-                    let len: usize = entries()
-                        .map(|(k, v)| k.encoded_len() + v.encoded_len())
-                        .sum();
-                    buffer.clear();
-                    buffer.resize(len, 0);
-                    let mut at = 0;
-                    let mut count = 0u64;
-                    for (k, v) in entries() {
-                        let (nk, nv) = (k.encoded_len(), v.encoded_len());
-                        k.encode(&mut buffer[at..at + nk]);
-                        v.encode(&mut buffer[at + nk..at + nk + nv]);
-                        at += nk + nv;
-                        count += 1;
-                    }
+                    let entries = || {
+                        segments
+                            .iter()
+                            .flat_map(|s| s.groups[index].iter().map(|(k, v)| (k, v)))
+                    };
+                    let count = encode_section(&mut buffer, entries);
                     writer.write_key_group_encoded(key_group, count, &buffer)?;
                 }
                 writer.finish()

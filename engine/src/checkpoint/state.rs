@@ -289,26 +289,18 @@ where
     K: Codec + Hash + Eq,
     V: Codec,
 {
-    let mut bytes = file.encoded_section(key_group).map_err(|e| e.to_string())?;
     let count = file
         .key_group_entry(key_group)
         .map_err(|e| e.to_string())?
-        .entry_count;
+        .entry_count as usize;
+    let section = file.encoded_section(key_group).map_err(|e| e.to_string())?;
     let mut group = FxHashMap::default();
     // The count is checksummed with the index, but never trust it for an
     // allocation beyond what the section's bytes can hold.
-    group.reserve((count as usize).min(bytes.len()));
-    for i in 0..count {
-        let decode_error = |e: rheon_net::codec::DecodeError| {
-            format!(
-                "snapshot file {} is corrupt in key group {key_group}: entry {i} of {count} does not decode: {e}",
-                file.path().display()
-            )
-        };
-        let key = K::decode(&mut bytes).map_err(decode_error)?;
-        let value = V::decode(&mut bytes).map_err(decode_error)?;
+    group.reserve(count.min(section.len()));
+    for_each_entry::<K, V>(key_group, file, "snapshot", |key, value| {
         group.insert(key, value);
-    }
+    })?;
     Ok(group)
 }
 
@@ -323,6 +315,23 @@ where
     K: Codec + Hash + Eq,
     V: Codec,
 {
+    for_each_entry::<K, Option<V>>(key_group, file, "changelog", |key, value| {
+        match value {
+            Some(value) => group.insert(key, value),
+            None => group.remove(&key),
+        };
+    })
+}
+
+/// Decodes every `(key, value)` of one key group's encoded section, oldest
+/// first. A bad entry is an error naming the `kind` of file, the file and
+/// the key group.
+fn for_each_entry<K: Codec, V: Codec>(
+    key_group: u32,
+    file: &SnapshotFile,
+    kind: &str,
+    mut entry: impl FnMut(K, V),
+) -> Result<(), String> {
     let mut bytes = file.encoded_section(key_group).map_err(|e| e.to_string())?;
     let count = file
         .key_group_entry(key_group)
@@ -331,15 +340,13 @@ where
     for i in 0..count {
         let decode_error = |e: rheon_net::codec::DecodeError| {
             format!(
-                "changelog file {} is corrupt in key group {key_group}: entry {i} of {count} does not decode: {e}",
+                "{kind} file {} is corrupt in key group {key_group}: entry {i} of {count} does not decode: {e}",
                 file.path().display()
             )
         };
         let key = K::decode(&mut bytes).map_err(decode_error)?;
-        match Option::<V>::decode(&mut bytes).map_err(decode_error)? {
-            Some(value) => group.insert(key, value),
-            None => group.remove(&key),
-        };
+        let value = V::decode(&mut bytes).map_err(decode_error)?;
+        entry(key, value);
     }
     Ok(())
 }
@@ -385,22 +392,7 @@ where
             let mut buffer = Vec::new();
             rheon_state::snapshot::writer::write_encoded_atomically(path, meta, |mut writer| {
                 for key_group in range {
-                    // Size the section first, then encode into it in place.
-                    let len: usize = fork
-                        .key_group(key_group)
-                        .map(|(k, v)| k.encoded_len() + v.encoded_len())
-                        .sum();
-                    buffer.clear();
-                    buffer.resize(len, 0);
-                    let mut at = 0;
-                    let mut count = 0u64;
-                    for (k, v) in fork.key_group(key_group) {
-                        let (nk, nv) = (k.encoded_len(), v.encoded_len());
-                        k.encode(&mut buffer[at..at + nk]);
-                        v.encode(&mut buffer[at + nk..at + nk + nv]);
-                        at += nk + nv;
-                        count += 1;
-                    }
+                    let count = encode_section(&mut buffer, || fork.key_group(key_group));
                     writer.write_key_group_encoded(key_group, count, &buffer)?;
                     fork.release(key_group);
                 }
@@ -410,6 +402,30 @@ where
             .map_err(|e| e.to_string())
         }),
     }
+}
+
+/// Encodes `entries()` into `buffer` as one key group's section: sized
+/// first, then encoded in place. Returns the number of entries.
+pub(crate) fn encode_section<'a, K, V, I>(buffer: &mut Vec<u8>, entries: impl Fn() -> I) -> u64
+where
+    K: Codec + 'a,
+    V: Codec + 'a,
+    I: Iterator<Item = (&'a K, &'a V)>,
+{
+    let len: usize = entries()
+        .map(|(k, v)| k.encoded_len() + v.encoded_len())
+        .sum();
+    buffer.clear();
+    buffer.resize(len, 0);
+    let (mut at, mut count) = (0, 0u64);
+    for (k, v) in entries() {
+        let (nk, nv) = (k.encoded_len(), v.encoded_len());
+        k.encode(&mut buffer[at..at + nk]);
+        v.encode(&mut buffer[at + nk..at + nk + nv]);
+        at += nk + nv;
+        count += 1;
+    }
+    count
 }
 
 /// Encodes one operator-state element.
