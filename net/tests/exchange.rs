@@ -439,3 +439,51 @@ fn consumer_gone_with_data_queued() {
     consumer.join().unwrap();
     producer.join().unwrap();
 }
+
+/// A producer that sends nothing but watermarks, many more than the send queue
+/// holds, to a consumer that does not read at first (its ring fills). Watermarks
+/// queued behind one another collapse into the newest: the producer neither
+/// panics nor queues without bound, and the consumer sees increasing watermarks
+/// ending with the last one sent, then the end of the partition.
+#[test]
+fn watermarks_without_data_do_not_pile_up() {
+    const WATERMARKS: i64 = 4 * (1 << 16);
+    let manager = ConnectionManager::new(ChannelConfig::default());
+    let out_ep = manager.output_endpoint(id(5, 0));
+    let in_ep = manager.input_endpoint(id(5, 0));
+    let consumer = on_core(1, "consumer", move || async move {
+        let gate = InputGate::open(vec![in_ep], &ChannelConfig::default());
+        sleep(Duration::from_millis(200)).await;
+        let mut seen = Vec::new();
+        while let Some((_, env)) = gate.next().await.unwrap() {
+            match env {
+                Envelope::Event(Event::Watermark(w)) => seen.push(w),
+                Envelope::Event(Event::EndOfPartition) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        seen
+    });
+    let producer = on_core(0, "producer", move || async move {
+        let segments = SegmentPool::new(SEGMENT_SIZE_BYTES, 4);
+        let pool = segments.reserve(4).unwrap();
+        let out = out_ep.open(pool);
+        for w in 0..WATERMARKS {
+            out.send_event(Event::Watermark(w));
+        }
+        out.send_event(Event::EndOfPartition);
+        out.drained().await.unwrap();
+    });
+    producer.join().unwrap();
+    let seen = consumer.join().unwrap();
+    assert!(
+        seen.windows(2).all(|p| p[0] < p[1]),
+        "watermarks out of order"
+    );
+    assert_eq!(seen.last(), Some(&(WATERMARKS - 1)));
+    assert!(
+        seen.len() < 1 << 16,
+        "{} watermarks delivered: none were collapsed",
+        seen.len()
+    );
+}

@@ -54,8 +54,8 @@ const TEN_SECONDS: Duration = Duration::from_secs(10);
 /// have it, emitted when the watermark passes the window's end. Partial
 /// results fold in as single items would: a higher value replaces the
 /// items, an equal one adds to them. A partial result without items carries
-/// nothing (see [`LocalTopBids`]); one for a window already emitted is late
-/// and dropped, as the window operator drops a late record.
+/// nothing; one for a window already emitted is late and dropped, as the
+/// window operator drops a late record.
 #[derive(Clone)]
 struct MaxPerWindow<V, F> {
     window_ms: i64,
@@ -304,21 +304,11 @@ impl TopBids {
 /// is the least over all subtasks, as it was for a window operator behind
 /// an exchange.
 ///
-/// When nothing went out since the previous watermark, an empty record
-/// (which [`MaxPerWindow`] ignores) goes out before this one. Events
-/// take no credit, so a chain that forwards watermarks but no data is not
-/// held back by its consumers, and a fast source would pile up watermarks
-/// in its output channels without bound (past `OUTPUT_QUEUE_ENVELOPES_MAX`
-/// at one watermark per event); a record per watermark keeps it paced by
-/// credits, as a stream of bids did. Its key is the watermark, so these
-/// records visit all downstream subtasks over time.
 #[derive(Clone)]
 struct LocalTopBids {
     /// Window start -> its highest bids here.
     windows: BTreeMap<i64, TopBids>,
     watermark: i64,
-    /// Whether a record went out since the last watermark.
-    sent: bool,
 }
 
 impl OneInputOperator<Event, (i64, u64, Vec<Bid>)> for LocalTopBids {
@@ -335,7 +325,6 @@ impl OneInputOperator<Event, (i64, u64, Vec<Bid>)> for LocalTopBids {
         }
         let Event::Bid(bid) = event else { return };
         if start + Q7_SIZE_MS - 1 <= self.watermark {
-            self.sent = true;
             out.emit((start, bid.price, vec![bid]));
             return;
         }
@@ -354,16 +343,12 @@ impl OneInputOperator<Event, (i64, u64, Vec<Bid>)> for LocalTopBids {
         self.watermark = self.watermark.max(watermark);
         for (&start, window) in &mut self.windows {
             if !window.unsent.is_empty() {
-                self.sent = true;
                 out.emit((start, window.max, std::mem::take(&mut window.unsent)));
             }
         }
         let watermark = self.watermark;
         self.windows
             .retain(|&start, _| start + Q7_SIZE_MS - 1 > watermark);
-        if !std::mem::take(&mut self.sent) {
-            out.emit((watermark, 0, Vec::new()));
-        }
     }
 }
 
@@ -388,7 +373,6 @@ impl CheckpointedFunction for LocalTopBids {
 
     fn restore_state(&mut self, restore: &OperatorStateRestore<'_>) -> Result<(), String> {
         self.windows.clear();
-        self.sent = false;
         let mut watermark = None::<i64>;
         for element in restore.share() {
             let (subtask_watermark, windows): LocalTopBidsSnapshot =
@@ -418,7 +402,6 @@ pub fn q7(events: &DataStream<Event>) -> DataStream<Bid> {
             LocalTopBids {
                 windows: BTreeMap::new(),
                 watermark: i64::MIN,
-                sent: false,
             },
         )
         .key_by(|r: &(i64, u64, Vec<Bid>)| r.0)
@@ -696,7 +679,6 @@ mod tests {
         let mut op = LocalTopBids {
             windows: BTreeMap::new(),
             watermark: i64::MIN,
-            sent: false,
         };
         let mut rows = Rows(Vec::new());
         for step in steps {
@@ -737,8 +719,6 @@ mod tests {
             rows,
             vec![
                 (0, 5, vec![1, 3]),
-                // Nothing new: a record that only paces the source.
-                (4_000, 0, vec![]),
                 (0, 7, vec![5, 7]),
                 (10_000, 7, vec![6]),
                 (0, 1, vec![8]),

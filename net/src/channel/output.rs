@@ -215,9 +215,30 @@ impl OutputChannel {
     }
 
     /// Queues an event behind everything queued before it. Needs no credit.
+    ///
+    /// A watermark (or watermark status) queued right behind another one that has
+    /// not gone out yet replaces it: watermarks only advance, and with nothing
+    /// between them the consumer could not tell the earlier one apart. Events take
+    /// no credit, so without this a chain that filters out every record but
+    /// forwards a watermark per source batch would queue watermarks without bound
+    /// whenever the consumer's ring is full.
     pub fn send_event(&self, event: Event) {
         if self.shared.peer_gone.get() {
             return;
+        }
+        {
+            let mut q = self.shared.queue.borrow_mut();
+            if let Some(Envelope::Event(last)) = q.back_mut() {
+                let supersedes = matches!(
+                    (&*last, &event),
+                    (Event::Watermark(_), Event::Watermark(_))
+                        | (Event::WatermarkStatus { .. }, Event::WatermarkStatus { .. })
+                );
+                if supersedes {
+                    *last = event;
+                    return;
+                }
+            }
         }
         self.enqueue(Envelope::Event(event));
     }
