@@ -17,6 +17,9 @@ pub enum Event {
     CheckpointBarrier {
         checkpoint_id: u64,
         timestamp_ms: u64,
+        /// A savepoint: always aligned, and every state written in full, so
+        /// the savepoint holds no in-flight data and needs no other files.
+        savepoint: bool,
     },
     /// The producer will send nothing more on this channel.
     EndOfPartition,

@@ -42,6 +42,7 @@ pub(crate) enum CheckpointAction {
     Trigger {
         checkpoint_id: u64,
         timestamp_ms: u64,
+        savepoint: bool,
     },
     /// Tell every subtask the checkpoint is complete.
     Completed { checkpoint_id: u64 },
@@ -155,6 +156,7 @@ impl CheckpointCoordinator {
     ) -> CheckpointAction {
         let checkpoint_id = self.next_id;
         self.next_id += 1;
+        let is_savepoint = savepoint.is_some();
         let timestamp_ms = now_ms() as u64;
         self.last_trigger = Some(now);
         self.pending.insert(
@@ -169,6 +171,7 @@ impl CheckpointCoordinator {
         CheckpointAction::Trigger {
             checkpoint_id,
             timestamp_ms,
+            savepoint: is_savepoint,
         }
     }
 

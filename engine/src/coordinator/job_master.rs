@@ -308,6 +308,7 @@ impl JobMaster {
                 CheckpointAction::Trigger {
                     checkpoint_id,
                     timestamp_ms,
+                    savepoint,
                 } => {
                     for (&subtask, task) in &self.tasks {
                         let head = self.graph.vertices[subtask.vertex].head;
@@ -319,6 +320,7 @@ impl JobMaster {
                                     subtask,
                                     checkpoint_id,
                                     timestamp_ms,
+                                    savepoint,
                                 },
                             ));
                         }

@@ -149,6 +149,7 @@ pub enum ExecutorMsg {
         subtask: SubtaskId,
         checkpoint_id: u64,
         timestamp_ms: u64,
+        savepoint: bool,
     },
     /// The checkpoint is complete: tell every subtask of the job here.
     NotifyCheckpointComplete {

@@ -16,6 +16,8 @@
 //! - An aligned checkpoint whose alignment outlasts the timeout switches to
 //!   unaligned: held envelopes (after the barrier) are replayed, the
 //!   remaining channels' data until their barriers is recorded.
+//! - A savepoint is always aligned (as in Flink): it holds no in-flight
+//!   data, so it can be restored at any parallelism.
 //!
 //! Pure state: the task asks and acts. Invariant: a channel's envelopes are
 //! processed in the order they arrived, whether held or not.
@@ -31,6 +33,7 @@ use crate::checkpoint::config::CheckpointingMode;
 pub(crate) struct Alignment {
     pub(crate) checkpoint_id: u64,
     pub(crate) timestamp_ms: u64,
+    pub(crate) savepoint: bool,
     pub(crate) started: Instant,
     arrived: Vec<bool>,
     count: usize,
@@ -50,6 +53,7 @@ pub(crate) enum BarrierStep {
     Snapshot {
         checkpoint_id: u64,
         timestamp_ms: u64,
+        savepoint: bool,
         alignment: Duration,
     },
     /// Take the snapshot now and forward the barrier; in-flight data follows
@@ -127,7 +131,7 @@ impl Barriers {
     /// When an alignment in progress times out, if it can.
     pub(crate) fn alignment_deadline(&self) -> Option<Instant> {
         let a = self.current.as_ref()?;
-        if a.taken || self.mode != CheckpointingMode::ExactlyOnce {
+        if a.taken || a.savepoint || self.mode != CheckpointingMode::ExactlyOnce {
             return None;
         }
         Some(a.started + self.aligned_timeout?)
@@ -153,6 +157,7 @@ impl Barriers {
         channel: usize,
         checkpoint_id: u64,
         timestamp_ms: u64,
+        savepoint: bool,
     ) -> BarrierStep {
         let start_new = match &self.current {
             None => true,
@@ -165,6 +170,7 @@ impl Barriers {
             self.current = Some(Alignment {
                 checkpoint_id,
                 timestamp_ms,
+                savepoint,
                 started: Instant::now(),
                 arrived: self.ended.clone(),
                 count: self.ended.iter().filter(|e| **e).count(),
@@ -200,7 +206,8 @@ impl Barriers {
         let a = self.current.as_mut().expect("an alignment");
         let all = a.count == a.arrived.len();
         let (id, ts, alignment) = (a.checkpoint_id, a.timestamp_ms, a.started.elapsed());
-        if !a.taken && unaligned && first_possible && !all {
+        let savepoint = a.savepoint;
+        if !a.taken && unaligned && !savepoint && first_possible && !all {
             a.taken = true;
             return BarrierStep::SnapshotUnaligned {
                 checkpoint_id: id,
@@ -219,6 +226,7 @@ impl Barriers {
         BarrierStep::Snapshot {
             checkpoint_id: id,
             timestamp_ms: ts,
+            savepoint,
             alignment,
         }
     }
@@ -257,12 +265,12 @@ mod tests {
     #[test]
     fn aligned_blocks_barriered_channels_then_snapshots_and_replays() {
         let mut b = barriers(CheckpointingMode::ExactlyOnce, false);
-        assert_eq!(b.on_barrier(0, 1, 7), BarrierStep::Nothing);
+        assert_eq!(b.on_barrier(0, 1, 7, false), BarrierStep::Nothing);
         assert!(b.is_blocked(0) && !b.is_blocked(1));
         b.hold(0, Envelope::Event(Event::Watermark(5)));
         assert_eq!(b.on_end(2), BarrierStep::Nothing);
         assert!(matches!(
-            b.on_barrier(1, 1, 7),
+            b.on_barrier(1, 1, 7, false),
             BarrierStep::Snapshot {
                 checkpoint_id: 1,
                 timestamp_ms: 7,
@@ -272,9 +280,9 @@ mod tests {
         assert!(!b.is_blocked(0));
         assert_eq!(b.replay.len(), 1);
         // The ended channel counts as aligned for the next checkpoint too.
-        b.on_barrier(0, 2, 8);
+        b.on_barrier(0, 2, 8, false);
         assert!(matches!(
-            b.on_barrier(1, 2, 8),
+            b.on_barrier(1, 2, 8, false),
             BarrierStep::Snapshot { .. }
         ));
     }
@@ -282,11 +290,11 @@ mod tests {
     #[test]
     fn at_least_once_never_blocks() {
         let mut b = barriers(CheckpointingMode::AtLeastOnce, false);
-        b.on_barrier(0, 1, 0);
+        b.on_barrier(0, 1, 0, false);
         assert!(!b.is_blocked(0));
-        b.on_barrier(1, 1, 0);
+        b.on_barrier(1, 1, 0, false);
         assert!(matches!(
-            b.on_barrier(2, 1, 0),
+            b.on_barrier(2, 1, 0, false),
             BarrierStep::Snapshot { .. }
         ));
     }
@@ -295,13 +303,13 @@ mod tests {
     fn unaligned_snapshots_on_the_first_barrier_and_records_the_rest() {
         let mut b = barriers(CheckpointingMode::ExactlyOnce, true);
         assert!(matches!(
-            b.on_barrier(1, 1, 0),
+            b.on_barrier(1, 1, 0, false),
             BarrierStep::SnapshotUnaligned { .. }
         ));
         assert!(!b.is_blocked(1));
         assert!(b.is_recording(0) && !b.is_recording(1));
         b.record(0, vec![1, 2]);
-        assert_eq!(b.on_barrier(0, 1, 0), BarrierStep::Nothing);
+        assert_eq!(b.on_barrier(0, 1, 0, false), BarrierStep::Nothing);
         assert_eq!(b.on_end(2), BarrierStep::ChannelStateComplete);
         assert_eq!(b.take_recorded(), vec![(0, vec![vec![1, 2]])]);
         assert!(b.current.is_none());
@@ -315,7 +323,7 @@ mod tests {
             false,
             Some(Duration::ZERO),
         );
-        b.on_barrier(0, 1, 0);
+        b.on_barrier(0, 1, 0, false);
         b.hold(0, Envelope::Event(Event::Watermark(1)));
         assert!(b.alignment_deadline().is_some());
         assert!(matches!(
@@ -328,6 +336,37 @@ mod tests {
         ));
         assert!(!b.is_blocked(0) && b.is_recording(1));
         assert_eq!(b.replay.len(), 1);
-        assert_eq!(b.on_barrier(1, 1, 0), BarrierStep::ChannelStateComplete);
+        assert_eq!(
+            b.on_barrier(1, 1, 0, false),
+            BarrierStep::ChannelStateComplete
+        );
+    }
+
+    #[test]
+    fn savepoints_align_even_when_checkpoints_are_unaligned() {
+        let mut b = Barriers::new(
+            2,
+            CheckpointingMode::ExactlyOnce,
+            true,
+            Some(Duration::ZERO),
+        );
+        assert_eq!(b.on_barrier(0, 1, 0, true), BarrierStep::Nothing);
+        assert!(b.is_blocked(0) && !b.is_recording(1));
+        assert_eq!(b.alignment_deadline(), None, "no switch to unaligned");
+        b.hold(0, Envelope::Event(Event::Watermark(1)));
+        assert!(matches!(
+            b.on_barrier(1, 1, 0, true),
+            BarrierStep::Snapshot {
+                checkpoint_id: 1,
+                savepoint: true,
+                ..
+            }
+        ));
+        assert_eq!(b.replay.len(), 1);
+        // The next checkpoint is unaligned again.
+        assert!(matches!(
+            b.on_barrier(0, 2, 0, false),
+            BarrierStep::SnapshotUnaligned { .. }
+        ));
     }
 }

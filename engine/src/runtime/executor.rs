@@ -184,11 +184,13 @@ pub(crate) async fn executor_main(setup: ExecutorSetup) {
                 subtask,
                 checkpoint_id,
                 timestamp_ms,
+                savepoint,
             } => {
                 if let Some(task) = running.borrow().get(&(job, subtask)) {
                     let _ = task.control.try_send(TaskControl::TriggerCheckpoint {
                         checkpoint_id,
                         timestamp_ms,
+                        savepoint,
                     });
                 }
             }

@@ -86,6 +86,7 @@ pub(crate) enum TaskControl {
     TriggerCheckpoint {
         checkpoint_id: u64,
         timestamp_ms: u64,
+        savepoint: bool,
     },
     CheckpointComplete {
         checkpoint_id: u64,
@@ -432,11 +433,14 @@ impl Task {
 
     /// The synchronous part of a checkpoint: the source's position and the
     /// chain's forked state; then the barrier goes out of every writer.
-    /// Returns the snapshot to write (`None` if declined).
+    /// Returns the snapshot to write (`None` if declined). A savepoint's
+    /// states are written in full even when checkpoints are incremental: it
+    /// must not depend on the job's shared files, which it may outlive.
     fn snapshot(
         &mut self,
         checkpoint_id: u64,
         timestamp_ms: u64,
+        savepoint: bool,
         alignment: Duration,
     ) -> TaskResult<Option<SnapshotJob>> {
         let started = Instant::now();
@@ -455,12 +459,14 @@ impl Task {
                 Err(reason) => declined = Some(reason),
             }
         }
-        operators.extend(self.registry.snapshot(checkpoint_id, self.incremental)?);
+        let incremental = self.incremental.filter(|_| !savepoint);
+        operators.extend(self.registry.snapshot(checkpoint_id, incremental)?);
         let sync_duration = started.elapsed();
         for output in &self.outputs {
             output.broadcast_event(Event::CheckpointBarrier {
                 checkpoint_id,
                 timestamp_ms,
+                savepoint,
             });
         }
         let directory = match (declined, &self.checkpoint_root) {
@@ -505,9 +511,12 @@ impl Task {
             BarrierStep::Snapshot {
                 checkpoint_id,
                 timestamp_ms,
+                savepoint,
                 alignment,
             } => {
-                if let Some(job) = self.snapshot(checkpoint_id, timestamp_ms, alignment)? {
+                if let Some(job) =
+                    self.snapshot(checkpoint_id, timestamp_ms, savepoint, alignment)?
+                {
                     self.env.snapshots.submit(job);
                 }
             }
@@ -516,7 +525,9 @@ impl Task {
                 timestamp_ms,
                 alignment,
             } => {
-                self.unaligned_pending = self.snapshot(checkpoint_id, timestamp_ms, alignment)?;
+                // Savepoints are always aligned.
+                self.unaligned_pending =
+                    self.snapshot(checkpoint_id, timestamp_ms, false, alignment)?;
             }
             BarrierStep::ChannelStateComplete => {
                 let recorded = self.barriers.take_recorded();
@@ -684,8 +695,11 @@ impl Task {
             TaskControl::TriggerCheckpoint {
                 checkpoint_id,
                 timestamp_ms,
+                savepoint,
             } => {
-                if let Some(job) = self.snapshot(checkpoint_id, timestamp_ms, Duration::ZERO)? {
+                if let Some(job) =
+                    self.snapshot(checkpoint_id, timestamp_ms, savepoint, Duration::ZERO)?
+                {
                     self.env.snapshots.submit(job);
                 }
             }
@@ -810,10 +824,11 @@ impl Task {
                 Envelope::Event(Event::CheckpointBarrier {
                     checkpoint_id,
                     timestamp_ms,
+                    savepoint,
                 }) => {
-                    let step = self
-                        .barriers
-                        .on_barrier(channel, checkpoint_id, timestamp_ms);
+                    let step =
+                        self.barriers
+                            .on_barrier(channel, checkpoint_id, timestamp_ms, savepoint);
                     self.barrier_step(step).await?;
                 }
                 Envelope::Event(Event::Cancel) => {
