@@ -2,6 +2,7 @@
 //! co-process functions with timers, windows, the q5 operator state) write
 //! exactly-once part files; after injected task panics, and after a restore
 //! at another parallelism, the committed rows equal a failure-free run's.
+//! Also from a JSON-lines file, whose source checkpoints its position.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -178,6 +179,76 @@ fn stateful_queries_rescale_2_to_1_and_to_3_from_a_checkpoint() {
             output: output.path(),
         })
         .unwrap_or_else(|e| panic!("{query} restored at parallelism 3: {e}"));
+        let got = committed_lines(output.path()).unwrap();
+        assert_same_rows(query, &got, &want);
+    }
+}
+
+/// The generated events as a JSON-lines file (the format `rheon nexmark
+/// generate` writes).
+fn json_file(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("events.jsonl");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut line = String::new();
+    for event in nexmark::events(&generator(), 0..events()) {
+        line.clear();
+        nexmark::to_json_line(&event, &mut line);
+        writeln!(file, "{line}").unwrap();
+    }
+    file.flush().unwrap();
+    path
+}
+
+/// The JSON file source continues from its checkpointed position: q5 and
+/// q7 read from a file, with two injected failures (and a slowed reader, so
+/// checkpoints complete between them), commit the generator's failure-free
+/// rows.
+#[test]
+fn queries_on_a_json_file_commit_exactly_the_failure_free_rows_after_task_panics() {
+    let input = TempDir::new("nx-ckpt-json-in");
+    let path = json_file(input.path());
+    let n = events();
+    for query in [Query::Q5, Query::Q7] {
+        let want = expected(query);
+        let output = TempDir::new("nx-ckpt-json-out");
+        let checkpoints = TempDir::new("nx-ckpt-json-chk");
+        let mut c = CheckpointConfig::every(Duration::from_millis(50), checkpoints.path());
+        c.restart = RestartStrategy::FixedDelay {
+            attempts: 5,
+            delay: Duration::from_millis(10),
+        };
+        c.retained = 2;
+        let env = StreamEnv::new(
+            EngineConfig::default()
+                .with_executors(2)
+                .with_parallelism(2)
+                .with_checkpoints(c),
+        );
+        let pending: Arc<Mutex<HashSet<u64>>> =
+            Arc::new(Mutex::new([n * 3 / 10, n * 7 / 10].into_iter().collect()));
+        let seen = Arc::new(AtomicU64::new(0));
+        let events = nexmark::json_file_source(&env, path.clone())
+            .map(move |e: Event| {
+                let n = seen.fetch_add(1, Ordering::Relaxed);
+                if pending.lock().unwrap().remove(&n) {
+                    panic!("injected failure at event {n}");
+                }
+                if n % 100 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                e
+            })
+            .name("failure injection");
+        nexmark::build(query, events).sink_to_files(output.path().to_path_buf());
+        let outcome = env
+            .execute(&format!("nexmark {query} from JSON with checkpoints"))
+            .unwrap_or_else(|e| panic!("{query} from JSON with failures: {e}"));
+        assert_eq!(outcome.restarts, 2, "{query}: both failures restarted it");
+        assert!(
+            !outcome.checkpoints.is_empty(),
+            "{query}: checkpoints completed"
+        );
         let got = committed_lines(output.path()).unwrap();
         assert_same_rows(query, &got, &want);
     }

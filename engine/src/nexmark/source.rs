@@ -7,10 +7,12 @@
 //!   [`generator_source_with_rate`] caps the total rate (events/s over all subtasks).
 //! - [`json_file_source`]: reads the file line by line, skipping blank lines. A line
 //!   that does not parse fails the job with `input file 'PATH', line N: <message>`; a
-//!   missing or unreadable file fails it with an error naming the file.
+//!   missing or unreadable file fails it with an error naming the file. Its position
+//!   (byte offset and line number of the next line) is checkpointed, so a restore
+//!   continues after the last line the checkpoint holds.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::PathBuf;
 
 use crate::api::env::StreamEnv;
@@ -91,6 +93,7 @@ pub fn json_file_source(env: &StreamEnv, path: PathBuf) -> DataStream<Event> {
         path: path.clone(),
         reader: None,
         line: String::new(),
+        offset: 0,
         line_number: 0,
     })
     .set_parallelism(1)
@@ -100,9 +103,15 @@ struct JsonFileSource {
     path: PathBuf,
     reader: Option<BufReader<File>>,
     line: String,
+    /// Byte offset of the next line.
+    offset: u64,
     /// Number of the line last read, from 1.
     line_number: u64,
 }
+
+/// What the JSON file source checkpoints: the byte offset of the next line
+/// and the number of the line read before it.
+type JsonFilePosition = (u64, u64);
 
 impl SourceFunction<Event> for JsonFileSource {
     fn open(&mut self, ctx: &OperatorContext) -> Result<(), String> {
@@ -113,6 +122,52 @@ impl SourceFunction<Event> for JsonFileSource {
         let file = File::open(&self.path)
             .map_err(|e| format!("cannot open input file '{}': {e}", self.path.display()))?;
         self.reader = Some(BufReader::with_capacity(1 << 20, file));
+        Ok(())
+    }
+
+    /// Subtask 0's position; at the end of the file it is the file's length,
+    /// so a restore reads nothing more.
+    fn snapshot_state(&mut self) -> Result<Vec<Vec<u8>>, String> {
+        if self.reader.is_none() && self.offset == 0 {
+            return Ok(Vec::new()); // not the reading subtask
+        }
+        let position: JsonFilePosition = (self.offset, self.line_number);
+        Ok(vec![crate::checkpoint::state::encode_element(&position)])
+    }
+
+    fn restore_state(&mut self, elements: Vec<Vec<u8>>) -> Result<(), String> {
+        let Some(reader) = self.reader.as_mut() else {
+            return Ok(());
+        };
+        let mut positions = elements.iter().map(|e| {
+            crate::checkpoint::state::decode_element::<JsonFilePosition>(e, "JSON file position")
+        });
+        let Some(position) = positions.next() else {
+            return Ok(());
+        };
+        if positions.next().is_some() {
+            return Err(format!(
+                "the checkpoint holds more than one position in input file '{}', expected one (the source reads with one subtask)",
+                self.path.display()
+            ));
+        }
+        let (offset, line_number) = position?;
+        let len = reader
+            .get_ref()
+            .metadata()
+            .map_err(|e| format!("cannot read input file '{}': {e}", self.path.display()))?
+            .len();
+        if offset > len {
+            return Err(format!(
+                "input file '{}' has {len} bytes, but the checkpoint continues at byte {offset}: the file is not the one the checkpoint read",
+                self.path.display()
+            ));
+        }
+        reader
+            .seek(SeekFrom::Start(offset))
+            .map_err(|e| format!("cannot read input file '{}': {e}", self.path.display()))?;
+        self.offset = offset;
+        self.line_number = line_number;
         Ok(())
     }
 
@@ -134,6 +189,7 @@ impl SourceFunction<Event> for JsonFileSource {
                 self.reader = None;
                 return Ok(SourcePoll::End);
             }
+            self.offset += read as u64;
             if self.line.trim().is_empty() {
                 continue;
             }
