@@ -44,11 +44,23 @@ struct Run {
 /// Generates the events `0..events` (only bids when `bids_only`).
 fn run_once(g: &Generator, events: u64, bids_only: bool) -> Run {
     let config = g.config();
+    // The kinds of one proportion cycle (the kind of `n` is that of
+    // `n % total_proportion()`), so that skipping non-bids costs no division.
+    let cycle: Vec<EventKind> = (0..config.total_proportion())
+        .map(|offset| config.event_kind(offset))
+        .collect();
     let cpu_start = thread_cpu_time();
     let start = Instant::now();
     let mut generated = 0u64;
+    let mut offset = 0;
     for n in 0..events {
-        if bids_only && config.event_kind(n) != EventKind::Bid {
+        let kind = cycle[offset];
+        offset = if offset + 1 == cycle.len() {
+            0
+        } else {
+            offset + 1
+        };
+        if bids_only && kind != EventKind::Bid {
             continue;
         }
         let event = g.event(black_box(n));
