@@ -295,6 +295,29 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyGroupedMap<K, V> {
         self.group_mut(key_group).insert(key, value)
     }
 
+    /// Sets `key` in `key_group` to `value` if it has no value, else applies `f` to its
+    /// value in place; returns the value it ends with. One hash lookup either way (an
+    /// `update` that misses and an `insert` take two). Copies the key group's map if a
+    /// fork shares it. With a changelog, logs the new value.
+    pub fn upsert(&mut self, key_group: u32, key: K, value: V, f: impl FnOnce(&mut V, V)) -> &V {
+        let index = self.index(key_group);
+        let group = Arc::make_mut(&mut self.groups[index]);
+        let map_len = group.len();
+        let logged_key = self.log.is_some().then(|| key.clone());
+        let slot = match group.entry(key) {
+            Entry::Occupied(entry) => {
+                let slot = entry.into_mut();
+                f(slot, value);
+                slot
+            }
+            Entry::Vacant(entry) => entry.insert(value),
+        };
+        if let (Some(log), Some(key)) = (&mut self.log, logged_key) {
+            log.push(index, map_len, key, Some(slot.clone()));
+        }
+        slot
+    }
+
     /// Applies `f` to the value of `key` in place and returns what it returns, or `None`
     /// (and does not call `f`) if `key` has no value. Copies the key group's map if a fork
     /// shares it and `key` is present. With a changelog, logs the new value.
@@ -1082,8 +1105,8 @@ mod tests {
     }
 
     proptest! {
-        /// The changelog holds every change made through `insert`, `update` and
-        /// `remove`: replaying each take over the map as it was at the previous take
+        /// The changelog holds every change made through `insert`, `update`, `upsert`
+        /// and `remove`: replaying each take over the map as it was at the previous take
         /// gives the map as it is, also after compaction (few keys, many writes), and
         /// while forks share key groups. `get_mut` marks it incomplete.
         #[test]
@@ -1106,8 +1129,13 @@ mod tests {
                 let key = keys[k];
                 // Takes are rare, so logs grow long enough to be compacted.
                 match op {
-                    0..=89 => { map.insert(kg(key), key, d); }
-                    90..=179 => { map.update(kg(key), &key, |v| *v += d); }
+                    0..=59 => { map.insert(kg(key), key, d); }
+                    60..=119 => { map.update(kg(key), &key, |v| *v += d); }
+                    120..=179 => {
+                        let before = map.get(kg(key), &key).copied();
+                        let after = *map.upsert(kg(key), key, d, |v, d| *v += d);
+                        prop_assert_eq!(after, before.map_or(d, |b| b + d));
+                    }
                     180..=195 => { map.remove(kg(key), &key); }
                     196 => {
                         if let Some(v) = map.get_mut_untracked(kg(key), &key) { *v -= d; }

@@ -178,23 +178,21 @@ where
         let key_fn = &mut self.key_fn;
         let key = guarded(&self.location, || key_fn(&record))?;
         let key_group = assign_to_key_group(&key, self.max_parallelism);
-        // `update` logs the new value for incremental checkpoints.
+        // `upsert` logs the new value for incremental checkpoints.
         let (f, location) = (&mut self.f, &self.location);
-        let mut record = Some(record);
-        let reduced = self.state.update(key_group, &key, |acc| {
-            let record = record.take().expect("taken once");
-            let next = guarded(location, || f(acc.clone(), record))?;
-            *acc = next.clone();
-            Ok::<T, Box<TaskError>>(next)
-        });
-        let value = match (reduced, record) {
-            (Some(next), _) => next?,
-            (None, Some(record)) => {
-                self.state.insert(key_group, key, record.clone());
-                record
-            }
-            (None, None) => unreachable!("update calls its function only for a present key"),
-        };
+        let mut failed = None;
+        let value = self
+            .state
+            .upsert(key_group, key, record, |acc, record| {
+                match guarded(location, || f(acc.clone(), record)) {
+                    Ok(next) => *acc = next,
+                    Err(e) => failed = Some(e),
+                }
+            })
+            .clone();
+        if let Some(e) = failed {
+            return Err(e);
+        }
         self.out.collect(value)
     }
     forward_to_out!();
@@ -223,18 +221,12 @@ where
         let (key_fn, value_fn) = (&mut self.key_fn, &mut self.value_fn);
         let (key, value) = guarded(&self.location, || (key_fn(&record), value_fn(&record)))?;
         let key_group = assign_to_key_group(&key, self.max_parallelism);
-        // `update` logs the new sum for incremental checkpoints.
-        let updated = self.state.update(key_group, &key, |acc| {
-            *acc = *acc + value;
-            *acc
-        });
-        let sum = match updated {
-            Some(sum) => sum,
-            None => {
-                self.state.insert(key_group, key.clone(), value);
-                value
-            }
-        };
+        // `upsert` logs the new sum for incremental checkpoints.
+        let sum = *self
+            .state
+            .upsert(key_group, key.clone(), value, |acc, value| {
+                *acc = *acc + value
+            });
         self.out.collect((key, sum))
     }
     forward_to_out!();
