@@ -40,6 +40,9 @@ struct Run<'a> {
     checkpoints: &'a Path,
     restore: bool,
     output: &'a Path,
+    /// Read the events from this JSON-lines file instead of the generator
+    /// (the reader is slowed down, so checkpoints complete between failures).
+    input: Option<&'a Path>,
 }
 
 fn run(r: &Run<'_>) -> Result<JobOutcome, JobError> {
@@ -58,11 +61,21 @@ fn run(r: &Run<'_>) -> Result<JobOutcome, JobError> {
     let pending: Arc<Mutex<HashSet<u64>>> =
         Arc::new(Mutex::new(r.failures.iter().copied().collect()));
     let seen = Arc::new(AtomicU64::new(0));
-    let events = nexmark::generator_source_with_rate(&env, generator(), 60_000.0)
+    let (source, slow) = match r.input {
+        Some(path) => (nexmark::json_file_source(&env, path.to_path_buf()), true),
+        None => (
+            nexmark::generator_source_with_rate(&env, generator(), 60_000.0),
+            false,
+        ),
+    };
+    let events = source
         .map(move |e: Event| {
             let n = seen.fetch_add(1, Ordering::Relaxed);
             if pending.lock().unwrap().remove(&n) {
                 panic!("injected failure at event {n}");
+            }
+            if slow && n % 100 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
             }
             e
         })
@@ -83,6 +96,7 @@ fn expected(query: Query) -> Vec<String> {
         checkpoints: checkpoints.path(),
         restore: false,
         output: output.path(),
+        input: None,
     })
     .unwrap_or_else(|e| panic!("{query} failure-free: {e}"));
     let rows = committed_lines(output.path()).unwrap();
@@ -115,33 +129,40 @@ const STATEFUL: [Query; 9] = [
     Query::Q20,
 ];
 
+/// Runs `query` (on `input`, else the generator) with two injected task
+/// panics and checks that it recovered and committed the failure-free rows.
+fn recovers_from_two_panics(query: Query, input: Option<&Path>) {
+    let n = events();
+    let want = expected(query);
+    let output = TempDir::new("nx-ckpt-failing-out");
+    let checkpoints = TempDir::new("nx-ckpt-failing-chk");
+    let outcome = run(&Run {
+        query,
+        parallelism: 2,
+        failures: &[n * 3 / 10, n * 7 / 10],
+        restart: RestartStrategy::FixedDelay {
+            attempts: 5,
+            delay: Duration::from_millis(10),
+        },
+        checkpoints: checkpoints.path(),
+        restore: false,
+        output: output.path(),
+        input,
+    })
+    .unwrap_or_else(|e| panic!("{query} with failures: {e}"));
+    assert_eq!(outcome.restarts, 2, "{query}: both failures restarted it");
+    assert!(
+        !outcome.checkpoints.is_empty(),
+        "{query}: checkpoints completed"
+    );
+    let got = committed_lines(output.path()).unwrap();
+    assert_same_rows(query, &got, &want);
+}
+
 #[test]
 fn stateful_queries_commit_exactly_the_failure_free_rows_after_task_panics() {
-    let n = events();
     for query in STATEFUL {
-        let want = expected(query);
-        let output = TempDir::new("nx-ckpt-failing-out");
-        let checkpoints = TempDir::new("nx-ckpt-failing-chk");
-        let outcome = run(&Run {
-            query,
-            parallelism: 2,
-            failures: &[n * 3 / 10, n * 7 / 10],
-            restart: RestartStrategy::FixedDelay {
-                attempts: 5,
-                delay: Duration::from_millis(10),
-            },
-            checkpoints: checkpoints.path(),
-            restore: false,
-            output: output.path(),
-        })
-        .unwrap_or_else(|e| panic!("{query} with failures: {e}"));
-        assert_eq!(outcome.restarts, 2, "{query}: both failures restarted it");
-        assert!(
-            !outcome.checkpoints.is_empty(),
-            "{query}: checkpoints completed"
-        );
-        let got = committed_lines(output.path()).unwrap();
-        assert_same_rows(query, &got, &want);
+        recovers_from_two_panics(query, None);
     }
 }
 
@@ -161,6 +182,7 @@ fn stateful_queries_rescale_2_to_1_and_to_3_from_a_checkpoint() {
                 checkpoints: checkpoints.path(),
                 restore,
                 output: output.path(),
+                input: None,
             });
             assert!(
                 result.is_err(),
@@ -177,6 +199,7 @@ fn stateful_queries_rescale_2_to_1_and_to_3_from_a_checkpoint() {
             checkpoints: checkpoints.path(),
             restore: true,
             output: output.path(),
+            input: None,
         })
         .unwrap_or_else(|e| panic!("{query} restored at parallelism 3: {e}"));
         let got = committed_lines(output.path()).unwrap();
@@ -201,55 +224,13 @@ fn json_file(dir: &Path) -> std::path::PathBuf {
 }
 
 /// The JSON file source continues from its checkpointed position: q5 and
-/// q7 read from a file, with two injected failures (and a slowed reader, so
-/// checkpoints complete between them), commit the generator's failure-free
-/// rows.
+/// q7 read from a file, with two injected failures, commit the generator's
+/// failure-free rows.
 #[test]
 fn queries_on_a_json_file_commit_exactly_the_failure_free_rows_after_task_panics() {
     let input = TempDir::new("nx-ckpt-json-in");
     let path = json_file(input.path());
-    let n = events();
     for query in [Query::Q5, Query::Q7] {
-        let want = expected(query);
-        let output = TempDir::new("nx-ckpt-json-out");
-        let checkpoints = TempDir::new("nx-ckpt-json-chk");
-        let mut c = CheckpointConfig::every(Duration::from_millis(50), checkpoints.path());
-        c.restart = RestartStrategy::FixedDelay {
-            attempts: 5,
-            delay: Duration::from_millis(10),
-        };
-        c.retained = 2;
-        let env = StreamEnv::new(
-            EngineConfig::default()
-                .with_executors(2)
-                .with_parallelism(2)
-                .with_checkpoints(c),
-        );
-        let pending: Arc<Mutex<HashSet<u64>>> =
-            Arc::new(Mutex::new([n * 3 / 10, n * 7 / 10].into_iter().collect()));
-        let seen = Arc::new(AtomicU64::new(0));
-        let events = nexmark::json_file_source(&env, path.clone())
-            .map(move |e: Event| {
-                let n = seen.fetch_add(1, Ordering::Relaxed);
-                if pending.lock().unwrap().remove(&n) {
-                    panic!("injected failure at event {n}");
-                }
-                if n % 100 == 0 {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                e
-            })
-            .name("failure injection");
-        nexmark::build(query, events).sink_to_files(output.path().to_path_buf());
-        let outcome = env
-            .execute(&format!("nexmark {query} from JSON with checkpoints"))
-            .unwrap_or_else(|e| panic!("{query} from JSON with failures: {e}"));
-        assert_eq!(outcome.restarts, 2, "{query}: both failures restarted it");
-        assert!(
-            !outcome.checkpoints.is_empty(),
-            "{query}: checkpoints completed"
-        );
-        let got = committed_lines(output.path()).unwrap();
-        assert_same_rows(query, &got, &want);
+        recovers_from_two_panics(query, Some(&path));
     }
 }
