@@ -162,6 +162,35 @@ fn decode_len_prefix(input: &mut &[u8], expected: &'static str) -> Result<usize,
     take::<4>(input, expected).map(|b| u32::from_le_bytes(b) as usize)
 }
 
+/// Decodes a `String`'s encoding (u32 length, UTF-8 bytes) without copying
+/// it: the text is borrowed from the input. For string types that keep the
+/// text their own way.
+pub fn decode_str<'a>(input: &mut &'a [u8]) -> Result<&'a str, DecodeError> {
+    let mut rest = *input;
+    let len = decode_len_prefix(&mut rest, "String length (u32)")?;
+    if rest.len() < len {
+        return Err(DecodeError::Truncated {
+            expected: "String bytes",
+            needed_bytes: len,
+            remaining_bytes: rest.len(),
+        });
+    }
+    let (bytes, after) = rest.split_at(len);
+    let text = if bytes.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8. Most text is ASCII, and `is_ascii`
+        // checks a word at a time where `from_utf8` starts byte by byte.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
+    } else {
+        std::str::from_utf8(bytes).map_err(|_| DecodeError::Invalid {
+            expected: "String",
+            detail: "bytes are not valid UTF-8",
+            remaining_bytes: rest.len(),
+        })?
+    };
+    *input = after;
+    Ok(text)
+}
+
 impl Codec for String {
     fn encoded_len(&self) -> usize {
         4 + self.len()
@@ -171,22 +200,7 @@ impl Codec for String {
         out[4..4 + self.len()].copy_from_slice(self.as_bytes());
     }
     fn decode(input: &mut &[u8]) -> Result<Self, DecodeError> {
-        let len = decode_len_prefix(input, "String length (u32)")?;
-        if input.len() < len {
-            return Err(DecodeError::Truncated {
-                expected: "String bytes",
-                needed_bytes: len,
-                remaining_bytes: input.len(),
-            });
-        }
-        let (bytes, rest) = input.split_at(len);
-        let s = std::str::from_utf8(bytes).map_err(|_| DecodeError::Invalid {
-            expected: "String",
-            detail: "bytes are not valid UTF-8",
-            remaining_bytes: input.len(),
-        })?;
-        *input = rest;
-        Ok(s.to_owned())
+        decode_str(input).map(str::to_owned)
     }
 }
 

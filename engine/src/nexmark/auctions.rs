@@ -37,7 +37,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::marker::PhantomData;
 
-use rheon_net::codec::{Codec, DecodeError};
+use rheon_net::codec::{decode_str, Codec, DecodeError};
 
 use crate::api::connect::KeyedCoProcessFunction;
 use crate::api::either::Either;
@@ -222,34 +222,6 @@ impl BidOffer for BidPrice {
 #[derive(Clone, Debug)]
 struct AuctionRow(Auction);
 
-/// A string field of an encoded record, borrowed from the input, with the
-/// errors of `Str`'s decoding.
-fn decode_text<'a>(input: &mut &'a [u8]) -> Result<&'a str, DecodeError> {
-    let Some((prefix, rest)) = input.split_first_chunk::<4>() else {
-        return Err(DecodeError::Truncated {
-            expected: "String length (u32)",
-            needed_bytes: 4,
-            remaining_bytes: input.len(),
-        });
-    };
-    let len = u32::from_le_bytes(*prefix) as usize;
-    if rest.len() < len {
-        return Err(DecodeError::Truncated {
-            expected: "String bytes",
-            needed_bytes: len,
-            remaining_bytes: rest.len(),
-        });
-    }
-    let (bytes, rest) = rest.split_at(len);
-    let text = std::str::from_utf8(bytes).map_err(|_| DecodeError::Invalid {
-        expected: "String",
-        detail: "bytes are not valid UTF-8",
-        remaining_bytes: rest.len() + len,
-    })?;
-    *input = rest;
-    Ok(text)
-}
-
 /// `texts` as `Str`s: inline where they fit, else slices of one shared
 /// buffer holding all the long ones.
 fn share_texts<const N: usize>(texts: [&str; N]) -> [Str; N] {
@@ -285,15 +257,15 @@ impl Codec for AuctionRow {
     /// strings made by [`share_texts`].
     fn decode(input: &mut &[u8]) -> Result<Self, DecodeError> {
         let id = u64::decode(input)?;
-        let item_name = decode_text(input)?;
-        let description = decode_text(input)?;
+        let item_name = decode_str(input)?;
+        let description = decode_str(input)?;
         let initial_bid = u64::decode(input)?;
         let reserve = u64::decode(input)?;
         let date_time = i64::decode(input)?;
         let expires = i64::decode(input)?;
         let seller = u64::decode(input)?;
         let category = u64::decode(input)?;
-        let extra = decode_text(input)?;
+        let extra = decode_str(input)?;
         let [item_name, description, extra] = share_texts([item_name, description, extra]);
         Ok(AuctionRow(Auction {
             id,
@@ -377,33 +349,18 @@ impl Codec for BidExtra {
         }
     }
 
-    /// Inline when the length prefix says it fits and the bytes are there;
-    /// anything else (long, truncated, bad prefix) is left to `Str`'s
-    /// decoding and its errors.
+    /// Inline when it fits, else a `Str`; errors as `Str`'s decoding.
     fn decode(input: &mut &[u8]) -> Result<Self, DecodeError> {
-        if let Some((prefix, rest)) = input.split_first_chunk::<4>() {
-            let len = u32::from_le_bytes(*prefix) as usize;
-            if len <= BID_EXTRA_INLINE_BYTES && len <= rest.len() {
-                let (text, rest) = rest.split_at(len);
-                // ASCII, as generated padding is, passes the word-wise
-                // check; `from_utf8` goes byte by byte up to an aligned word.
-                if !text.is_ascii() && std::str::from_utf8(text).is_err() {
-                    return Err(DecodeError::Invalid {
-                        expected: "String",
-                        detail: "bytes are not valid UTF-8",
-                        remaining_bytes: rest.len() + len,
-                    });
-                }
-                let mut bytes = [0; BID_EXTRA_INLINE_BYTES];
-                bytes[..len].copy_from_slice(text);
-                *input = rest;
-                return Ok(BidExtra::Inline {
-                    len: len as u8,
-                    bytes,
-                });
-            }
+        let text = decode_str(input)?;
+        if text.len() > BID_EXTRA_INLINE_BYTES {
+            return Ok(BidExtra::Str(Str::copy_from(text)));
         }
-        Str::decode(input).map(BidExtra::Str)
+        let mut bytes = [0; BID_EXTRA_INLINE_BYTES];
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        Ok(BidExtra::Inline {
+            len: text.len() as u8,
+            bytes,
+        })
     }
 }
 

@@ -400,29 +400,7 @@ impl Codec for Str {
     }
 
     fn decode(input: &mut &[u8]) -> Result<Self, DecodeError> {
-        let Some((prefix, rest)) = input.split_first_chunk::<4>() else {
-            return Err(DecodeError::Truncated {
-                expected: "String length (u32)",
-                needed_bytes: 4,
-                remaining_bytes: input.len(),
-            });
-        };
-        let len = u32::from_le_bytes(*prefix) as usize;
-        if rest.len() < len {
-            return Err(DecodeError::Truncated {
-                expected: "String bytes",
-                needed_bytes: len,
-                remaining_bytes: rest.len(),
-            });
-        }
-        let (bytes, rest) = rest.split_at(len);
-        let s = std::str::from_utf8(bytes).map_err(|_| DecodeError::Invalid {
-            expected: "String",
-            detail: "bytes are not valid UTF-8",
-            remaining_bytes: rest.len() + len,
-        })?;
-        *input = rest;
-        Ok(Str::copy_from(s))
+        rheon_net::codec::decode_str(input).map(Str::copy_from)
     }
 }
 

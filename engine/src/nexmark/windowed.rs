@@ -319,7 +319,6 @@ impl CheckpointedFunction for HotAuctions {
     }
 
     fn restore_state(&mut self, restore: &OperatorStateRestore<'_>) -> Result<(), String> {
-        *self = HotAuctions::new();
         let mut watermark = None::<i64>;
         let mut restored: BTreeMap<i64, FxHashMap<u64, u64>> = BTreeMap::new();
         for element in restore.union() {
@@ -336,8 +335,21 @@ impl CheckpointedFunction for HotAuctions {
                 }
             }
         }
-        self.watermark = watermark.unwrap_or(i64::MIN);
-        for (start, counts) in restored {
+        self.rebuild(watermark.unwrap_or(i64::MIN), restored)
+    }
+}
+
+impl HotAuctions {
+    /// Replaces the state with these windows' counts: slots (or per-window
+    /// maps) and maxima as if the bids had been counted here.
+    fn rebuild(
+        &mut self,
+        watermark: i64,
+        windows: BTreeMap<i64, FxHashMap<u64, u64>>,
+    ) -> Result<(), String> {
+        *self = HotAuctions::new();
+        self.watermark = watermark;
+        for (start, counts) in windows {
             if counts.is_empty() {
                 continue;
             }
@@ -851,31 +863,15 @@ mod tests {
                 // Fire the windows that ended 12 s before this bid.
                 op.on_watermark(ts - 12_000, &mut out);
                 let snapshot = op.snapshot_state(1).unwrap();
-                let mut restored = HotAuctions::new();
-                restored.windows.clear();
                 let (watermark, windows): HotAuctionsSnapshot =
                     rheon_net::codec::decode_exact(&snapshot[0]).unwrap();
                 assert!(windows.len() > Q5_SLOTS, "{} windows open", windows.len());
-                restored.watermark = watermark;
-                for (start, counts) in windows {
-                    let slot = restored.open(start).slot;
-                    for (a, n) in counts {
-                        match slot {
-                            Some(slot) => {
-                                restored.counts.entry(a).or_insert([0; Q5_SLOTS])[slot] = n as u32
-                            }
-                            None => {
-                                restored
-                                    .windows
-                                    .get_mut(&start)
-                                    .unwrap()
-                                    .overflow
-                                    .insert(a, n);
-                            }
-                        }
-                        restored.windows.get_mut(&start).unwrap().best.offer(a, n);
-                    }
-                }
+                let windows = windows
+                    .into_iter()
+                    .map(|(start, counts)| (start, counts.into_iter().collect()))
+                    .collect();
+                let mut restored = HotAuctions::new();
+                restored.rebuild(watermark, windows).unwrap();
                 op = restored;
             }
             out.into_result().unwrap();
