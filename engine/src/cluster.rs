@@ -9,7 +9,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use rheon_net::channel::ConnectionManager;
 
 use crate::checkpoint::state::SharedRestore;
-use crate::checkpoint::writer::SnapshotWriters;
+use crate::checkpoint::writer::{SnapshotWriters, WriterThreads};
 use crate::config::{available_cores, EngineConfig};
 use crate::coordinator::messages::JobId;
 use crate::coordinator::messages::{mailbox, CoordinatorMsg, JobOutcome, Mailbox};
@@ -24,6 +24,7 @@ pub struct EmbeddedCluster {
     coordinator: Mailbox<CoordinatorMsg>,
     coordinator_thread: Option<std::thread::JoinHandle<()>>,
     executors: Vec<glommio::ExecutorJoinHandle<()>>,
+    snapshot_writers: Option<WriterThreads>,
 }
 
 impl EmbeddedCluster {
@@ -39,7 +40,7 @@ impl EmbeddedCluster {
             .spawn(move || Coordinator::new(expected).run(inbox, own))
             .map_err(|e| JobError::Startup(format!("cannot start the coordinator thread: {e}")))?;
         let connections = ConnectionManager::new(config.channel.clone());
-        let snapshots = SnapshotWriters::start(config.executors)
+        let (snapshots, snapshot_writers) = SnapshotWriters::start(config.executors)
             .map_err(|e| JobError::Startup(format!("cannot start the snapshot writers: {e}")))?;
         let cores = available_cores();
         let mut executors = Vec::with_capacity(config.executors);
@@ -68,6 +69,7 @@ impl EmbeddedCluster {
             coordinator,
             coordinator_thread: Some(coordinator_thread),
             executors,
+            snapshot_writers: Some(snapshot_writers),
         })
     }
 
@@ -123,7 +125,8 @@ impl EmbeddedCluster {
             .unwrap_or_else(|_| Err("the coordinator stopped".into()))
     }
 
-    /// Stops executors and coordinator and waits for their threads.
+    /// Stops executors and coordinator and waits for their threads and for
+    /// the snapshot writers to finish what they were handed.
     pub fn shutdown(mut self) {
         self.stop();
     }
@@ -135,6 +138,9 @@ impl EmbeddedCluster {
         }
         if let Some(t) = self.coordinator_thread.take() {
             let _ = t.join();
+        }
+        if let Some(writers) = self.snapshot_writers.take() {
+            writers.finish();
         }
     }
 }

@@ -379,3 +379,63 @@ fn sigkill_then_restore_from_the_checkpoint_directory() {
     assert!(status.success(), "the restored run failed");
     assert!(committed_lines(&output).unwrap() == *expected());
 }
+
+/// A checkpoint still in flight when the job ends never completes. Its files
+/// (its `chk-N` directory, and with incremental checkpoints its files in
+/// `shared/`) are deleted once `execute` returns; the completed ones stay.
+/// The checkpoint is held in flight by a map behind the keyed sum that sleeps
+/// once, about 2 500 records before the end: the barrier then waits in the
+/// sum's input while the sources finish (which aborts the checkpoint), and
+/// the sum snapshots it anyway when the map wakes.
+#[test]
+fn checkpoints_in_flight_at_the_end_leave_no_files() {
+    const RECORDS: u64 = 20_000;
+    const KEYS: u64 = 500;
+    for incremental in [false, true] {
+        let dir = TempDir::new("ckpt-in-flight");
+        let mut c = CheckpointConfig::every(Duration::from_millis(20), dir.path());
+        c.incremental = incremental;
+        let env = StreamEnv::new(
+            EngineConfig::default()
+                .with_executors(2)
+                .with_parallelism(2)
+                .with_checkpoints(c),
+        );
+        env.generate_with_rate(RECORDS, 20_000.0, |k| k)
+            .map(|k: u64| (k % KEYS, 1u64))
+            .key_by(|r: &(u64, u64)| r.0)
+            .sum(|r: &(u64, u64)| r.1)
+            .map(|r: (u64, u64)| {
+                // Key 0's count passes this value once, after record 17 500.
+                if r == (0, RECORDS / KEYS * 7 / 8) {
+                    std::thread::sleep(Duration::from_millis(400));
+                }
+                r
+            })
+            .discard();
+        let outcome = env.execute("in flight at the end").unwrap();
+        assert!(!outcome.checkpoints.is_empty(), "no checkpoint completed");
+        let entries = rheon_state::checkpoint::layout::scan(dir.path()).unwrap();
+        assert!(
+            entries.iter().all(|e| e.complete),
+            "incremental {incremental}: incomplete checkpoint directories left: {:?}",
+            entries
+                .iter()
+                .filter(|e| !e.complete)
+                .map(|e| &e.path)
+                .collect::<Vec<_>>()
+        );
+        let newest = entries.iter().map(|e| e.id).max().unwrap();
+        let shared = dir.path().join(rheon_state::checkpoint::SHARED_DIR_NAME);
+        if let Ok(files) = std::fs::read_dir(&shared) {
+            for file in files {
+                let name = file.unwrap().file_name().into_string().unwrap();
+                let id = rheon_state::checkpoint::shared_file_checkpoint_id(&name).unwrap();
+                assert!(
+                    id <= newest,
+                    "{name} was written by checkpoint {id}, which never completed"
+                );
+            }
+        }
+    }
+}

@@ -32,16 +32,35 @@ fn events() -> u64 {
 /// Every key's running count (sum of ones, reduce of ones): the emitted
 /// values do not depend on the order in which a key's records arrive, so two
 /// runs must commit the same lines.
-fn build(env: &StreamEnv, rate: Option<f64>, output: &Path, failures: &[u64]) {
-    let pending: Arc<Mutex<HashSet<u64>>> =
-        Arc::new(Mutex::new(failures.iter().copied().collect()));
+///
+/// Each of `failures` is a task panic at the first record from that one on
+/// that a source subtask emits once `checkpoints` holds a completed
+/// checkpoint, so that a slow host cannot make a run fail before its first
+/// checkpoint.
+fn build(
+    env: &StreamEnv,
+    rate: Option<f64>,
+    output: &Path,
+    checkpoints: Option<&Path>,
+    failures: &[u64],
+) {
+    let pending: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(failures.to_vec()));
+    let checkpoints = checkpoints.map(Path::to_path_buf);
     let events = match rate {
         Some(rate) => env.generate_with_rate(events(), rate, |k| k),
         None => env.generate(events(), |k| k),
     };
     let events = events.map(move |k: u64| {
-        if pending.lock().unwrap().remove(&k) {
-            panic!("injected failure at record {k}");
+        let mut pending = pending.lock().unwrap();
+        if let Some(i) = pending.iter().position(|&at| at <= k) {
+            let checkpointed = checkpoints
+                .as_deref()
+                .is_none_or(|dir| list_completed(dir).is_ok_and(|completed| !completed.is_empty()));
+            if checkpointed {
+                pending.remove(i);
+                drop(pending); // panic without poisoning the lock
+                panic!("injected failure at record {k}");
+            }
         }
         k
     });
@@ -82,7 +101,7 @@ fn expected() -> &'static Vec<String> {
                 .with_executors(2)
                 .with_parallelism(2),
         );
-        build(&env, None, dir.path(), &[]);
+        build(&env, None, dir.path(), None, &[]);
         env.execute("expected").expect("failure-free run");
         let lines = committed(dir.path());
         assert_eq!(lines.len() as u64, 2 * events());
@@ -111,7 +130,7 @@ fn run(
             .with_parallelism(parallelism)
             .with_checkpoints(c),
     );
-    build(&env, Some(40_000.0), output, failures);
+    build(&env, Some(40_000.0), output, Some(checkpoints), failures);
     env.execute("incremental")
 }
 
@@ -121,8 +140,10 @@ fn at(fraction: f64) -> u64 {
 
 /// The retained checkpoints' delta files, and a check that the shared
 /// directory holds no file of a completed checkpoint's age that none of them
-/// references (what subsumption must delete).
-fn deltas_and_no_garbage(checkpoints: &Path) -> usize {
+/// references (what subsumption must delete) and, once the job `ended`, no
+/// file that none of them references (the end of the job deletes those of
+/// checkpoints that never completed).
+fn deltas_and_no_garbage(checkpoints: &Path, ended: bool) -> usize {
     let completed = list_completed(checkpoints).unwrap();
     let newest = completed.iter().map(|c| c.0).max().expect("a checkpoint");
     let mut referenced = BTreeSet::new();
@@ -143,8 +164,9 @@ fn deltas_and_no_garbage(checkpoints: &Path) -> usize {
         let name = entry.unwrap().file_name().into_string().unwrap();
         let id = shared_file_checkpoint_id(&name).expect("shared files are named by id");
         assert!(
-            id > newest || referenced.contains(&name),
-            "{name} is of checkpoint {id} <= {newest} and referenced by no retained checkpoint"
+            referenced.contains(&name) || (!ended && id > newest),
+            "{name} is of checkpoint {id} (newest retained: {newest}, job ended: {ended}) \
+             and referenced by no retained checkpoint"
         );
     }
     deltas
@@ -176,7 +198,7 @@ fn injected_failures_with_incremental_checkpoints_commit_exactly_once() {
         "{} checkpoints",
         outcome.checkpoints.len()
     );
-    deltas_and_no_garbage(checkpoints.path());
+    deltas_and_no_garbage(checkpoints.path(), true);
     let got = committed(output.path());
     assert_eq!(got.len(), expected().len());
     assert!(
@@ -204,7 +226,7 @@ fn incremental_checkpoints_restore_at_2_then_3_then_1() {
             result.is_err(),
             "the run at parallelism {parallelism} was to fail"
         );
-        deltas_seen += deltas_and_no_garbage(chk);
+        deltas_seen += deltas_and_no_garbage(chk, true);
     }
     assert!(
         deltas_seen > 0,
@@ -261,7 +283,7 @@ fn window_aggregates_with_incremental_checkpoints_commit_exactly_once() {
         .execute("windows")
         .expect("the job recovers and succeeds");
     assert_eq!(outcome.restarts, 3);
-    deltas_and_no_garbage(checkpoints.path());
+    deltas_and_no_garbage(checkpoints.path(), true);
     let got = committed_lines(output.path()).unwrap();
     assert_eq!(got.len(), expected.len());
     assert!(
@@ -299,13 +321,19 @@ fn a_savepoint_under_incremental_unaligned_checkpoints_is_self_contained() {
             .with_parallelism(2)
             .with_checkpoints(c),
     );
-    build(&env, Some(40_000.0), output.path(), &[at(0.8)]);
+    build(
+        &env,
+        Some(40_000.0),
+        output.path(),
+        Some(checkpoints.path()),
+        &[at(0.8)],
+    );
     let handle = env.execute_detached("incremental").expect("the job starts");
     // Long enough for chains with deltas before the savepoint.
     let deltas_before = loop {
         std::thread::sleep(Duration::from_millis(50));
         if list_completed(checkpoints.path()).is_ok_and(|c| c.len() >= 2) {
-            let deltas = deltas_and_no_garbage(checkpoints.path());
+            let deltas = deltas_and_no_garbage(checkpoints.path(), false);
             if deltas > 0 {
                 break deltas;
             }
@@ -352,7 +380,7 @@ fn a_savepoint_under_incremental_unaligned_checkpoints_is_self_contained() {
             .with_parallelism(3)
             .with_checkpoints(c),
     );
-    build(&env, None, output.path(), &[]);
+    build(&env, None, output.path(), None, &[]);
     env.execute("restored")
         .expect("the job restored from the copied savepoint at parallelism 3 finishes");
     // Checkpoints after the savepoint committed rows that the restored run

@@ -35,7 +35,7 @@ use clap::Parser;
 use rheon::{CheckpointConfig, CheckpointStats, EngineConfig, JobOutcome, StreamEnv};
 use rheon_bench::{
     checkpoint_root, duration_spread, gb_per_s, median_duration, median_f64, percentile_duration,
-    spread_key, verdict,
+    process_cpu_time, spread_key, verdict,
 };
 
 const PARALLELISM: u32 = 2;
@@ -72,6 +72,14 @@ struct Args {
     /// base's entries (`CheckpointConfig::materialize_ratio`).
     #[arg(long, default_value_t = 1.0)]
     materialize_ratio: f64,
+    /// Keep the checkpoints in DIR (one subdirectory per mode) instead of a
+    /// temporary directory removed at the end.
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+    /// Skip the cost runs: restore the checkpoints an earlier run with the
+    /// same `--keep DIR`, `--records` and `--keys` left there.
+    #[arg(long, requires = "keep")]
+    restore_only: bool,
 }
 
 /// Every key's last (largest) emitted sum, written by the restored job.
@@ -115,15 +123,24 @@ fn main() -> anyhow::Result<()> {
         args.records,
         args.keys
     );
-    let dir = checkpoint_root("checkpoint");
-    let retained = cost(&args, &dir)?;
+    let dir = match &args.keep {
+        Some(dir) => dir.clone(),
+        None => checkpoint_root("checkpoint"),
+    };
+    let retained = if args.restore_only {
+        kept(&args, &dir)?
+    } else {
+        cost(&args, &dir)?
+    };
     if !args.no_restore {
         let model = model_counts(&args);
         for checkpoint in &retained {
             restore(&args, &model, checkpoint)?;
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if args.keep.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(())
 }
 
@@ -165,8 +182,35 @@ impl Mode {
 struct Retained {
     mode: Mode,
     dir: PathBuf,
-    stats: CheckpointStats,
+    checkpoint_id: u64,
     state_bytes: u64,
+}
+
+/// The newest completed checkpoint of each of `--modes` under `root`, as an
+/// earlier run with `--keep` left them.
+fn kept(args: &Args, root: &Path) -> anyhow::Result<Vec<Retained>> {
+    let mut retained = Vec::new();
+    for &mode in args.modes.iter().filter(|m| **m != Mode::Plain) {
+        let dir = root.join(format!("{mode:?}").to_lowercase());
+        let completed = rheon_state::checkpoint::layout::list_completed(&dir)
+            .with_context(|| format!("listing the checkpoints in {}", dir.display()))?;
+        let Some((checkpoint_id, directory)) = completed.into_iter().max_by_key(|(id, _)| *id)
+        else {
+            bail!(
+                "{} holds no completed checkpoint: run once with --keep {} first",
+                dir.display(),
+                root.display()
+            );
+        };
+        let state_bytes = state_bytes_on_disk(&directory)?;
+        retained.push(Retained {
+            mode,
+            dir,
+            checkpoint_id,
+            state_bytes,
+        });
+    }
+    Ok(retained)
 }
 
 /// The plain and checkpointed runs, interleaved; returns per checkpointed
@@ -175,6 +219,7 @@ fn cost(args: &Args, root: &Path) -> anyhow::Result<Vec<Retained>> {
     let mut modes = vec![Mode::Plain];
     modes.extend(args.modes.iter().copied().filter(|m| *m != Mode::Plain));
     let mut elapsed: Vec<Vec<Duration>> = vec![Vec::new(); modes.len()];
+    let mut cpu: Vec<Vec<Duration>> = vec![Vec::new(); modes.len()];
     let mut runs: Vec<Vec<Vec<CheckpointStats>>> = vec![Vec::new(); modes.len()];
     for run in 0..args.runs {
         for (m, &mode) in modes.iter().enumerate() {
@@ -182,25 +227,36 @@ fn cost(args: &Args, root: &Path) -> anyhow::Result<Vec<Retained>> {
             let _ = std::fs::remove_dir_all(&dir);
             let env = StreamEnv::new(config(PARALLELISM, mode.checkpoint(args, &dir)));
             keyed_sum(&env, args, None);
+            let cpu_before = process_cpu_time();
             let outcome = env.execute("keyed sum")?;
+            let cpu_used = process_cpu_time() - cpu_before;
             println!(
-                "run {run} {}: {:.2} M records/s, {} checkpoints",
+                "run {run} {}: {:.2} M records/s, {:.2} M records per CPU-second, {} checkpoints",
                 mode.name(),
                 records_per_s(args, outcome.elapsed),
+                records_per_s(args, cpu_used),
                 outcome.checkpoints.len()
             );
             elapsed[m].push(outcome.elapsed);
+            cpu[m].push(cpu_used);
             runs[m].push(outcome.checkpoints);
         }
     }
     let plain = records_per_s(args, median_duration(&elapsed[0]));
-    println!("plain: {plain:.2} M records/s (median of {})", args.runs);
+    let plain_cpu = records_per_s(args, median_duration(&cpu[0]));
+    println!(
+        "plain: {plain:.2} M records/s, {plain_cpu:.2} M records per CPU-second (medians of {})",
+        args.runs
+    );
     let mut retained = Vec::new();
     for (m, &mode) in modes.iter().enumerate().skip(1) {
         let rate = records_per_s(args, median_duration(&elapsed[m]));
         let loss = (1.0 - rate / plain) * 100.0;
+        let rate_cpu = records_per_s(args, median_duration(&cpu[m]));
+        let loss_cpu = (1.0 - rate_cpu / plain_cpu) * 100.0;
         println!(
-            "{}: every {} ms: {rate:.2} M records/s; loss {loss:.1}% (target < {LOSS_TARGET_PERCENT}%: {})",
+            "{}: every {} ms: {rate:.2} M records/s; loss {loss:.1}% (target < {LOSS_TARGET_PERCENT}%: {}); \
+             {rate_cpu:.2} M records per CPU-second, loss {loss_cpu:.1}% per CPU-second",
             mode.name(),
             args.interval_ms,
             verdict(loss < LOSS_TARGET_PERCENT)
@@ -223,7 +279,7 @@ fn cost(args: &Args, root: &Path) -> anyhow::Result<Vec<Retained>> {
         retained.push(Retained {
             mode,
             dir,
-            stats,
+            checkpoint_id: stats.checkpoint_id,
             state_bytes,
         });
     }
@@ -331,7 +387,7 @@ fn restore(args: &Args, model: &[u32], retained: &Retained) -> anyhow::Result<()
     println!(
         "restore of {}'s checkpoint {} ({:.1} MiB of state files, taken at parallelism {PARALLELISM}), longest subtask from deploy to state restored, median of {}:",
         retained.mode.name(),
-        retained.stats.checkpoint_id,
+        retained.checkpoint_id,
         retained.state_bytes as f64 / MIB,
         args.runs
     );

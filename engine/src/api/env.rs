@@ -180,11 +180,17 @@ impl StreamEnv {
             .max(1);
         let cluster = EmbeddedCluster::start(&config, slots)?;
         let ((job, name), outcome) = cluster.submit(graph, restore);
+        let checkpoint_root = config
+            .checkpoint
+            .enabled()
+            .then(|| config.checkpoint.directory.clone())
+            .flatten();
         Ok(JobHandle {
             cluster: Some(cluster),
             job,
             name,
             outcome,
+            checkpoint_root,
         })
     }
 }
@@ -195,6 +201,8 @@ pub struct JobHandle {
     job: crate::coordinator::messages::JobId,
     name: String,
     outcome: async_channel::Receiver<Result<JobOutcome, JobError>>,
+    /// Where the job's checkpoints go, if it takes any.
+    checkpoint_root: Option<PathBuf>,
 }
 
 impl JobHandle {
@@ -208,7 +216,9 @@ impl JobHandle {
             .savepoint(self.job)
     }
 
-    /// Waits for the job to end and stops its cluster.
+    /// Waits for the job to end and stops its cluster. Then, with no snapshot
+    /// being written any more, deletes what checkpoints that never completed
+    /// left in the checkpoint directory (the completed ones stay).
     pub fn wait(mut self) -> Result<JobOutcome, JobError> {
         let outcome = self.outcome.recv_blocking().unwrap_or_else(|_| {
             Err(JobError::Startup(format!(
@@ -218,6 +228,11 @@ impl JobHandle {
         });
         if let Some(cluster) = self.cluster.take() {
             cluster.shutdown();
+        }
+        if let Some(root) = self.checkpoint_root.as_deref().filter(|r| r.exists()) {
+            if let Err(e) = rheon_state::checkpoint::layout::remove_incomplete(root) {
+                eprintln!("rheon: cannot remove the files of incomplete checkpoints: {e}");
+            }
         }
         outcome
     }

@@ -289,16 +289,12 @@ where
     K: Codec + Hash + Eq,
     V: Codec,
 {
-    let count = file
-        .key_group_entry(key_group)
-        .map_err(|e| e.to_string())?
-        .entry_count as usize;
-    let section = file.encoded_section(key_group).map_err(|e| e.to_string())?;
+    let section = Section::read(key_group, file)?;
     let mut group = FxHashMap::default();
     // The count is checksummed with the index, but never trust it for an
     // allocation beyond what the section's bytes can hold.
-    group.reserve(count.min(section.len()));
-    for_each_entry::<K, V>(key_group, file, "snapshot", |key, value| {
+    group.reserve((section.count as usize).min(section.bytes.len()));
+    section.for_each_entry::<K, V>("snapshot", |key, value| {
         group.insert(key, value);
     })?;
     Ok(group)
@@ -315,7 +311,7 @@ where
     K: Codec + Hash + Eq,
     V: Codec,
 {
-    for_each_entry::<K, Option<V>>(key_group, file, "changelog", |key, value| {
+    Section::read(key_group, file)?.for_each_entry::<K, Option<V>>("changelog", |key, value| {
         match value {
             Some(value) => group.insert(key, value),
             None => group.remove(&key),
@@ -323,32 +319,56 @@ where
     })
 }
 
-/// Decodes every `(key, value)` of one key group's encoded section, oldest
-/// first. A bad entry is an error naming the `kind` of file, the file and
-/// the key group.
-fn for_each_entry<K: Codec, V: Codec>(
+/// One key group's encoded section of a state file, its checksum verified
+/// (once: the section is read once).
+struct Section<'a> {
     key_group: u32,
-    file: &SnapshotFile,
-    kind: &str,
-    mut entry: impl FnMut(K, V),
-) -> Result<(), String> {
-    let mut bytes = file.encoded_section(key_group).map_err(|e| e.to_string())?;
-    let count = file
-        .key_group_entry(key_group)
-        .map_err(|e| e.to_string())?
-        .entry_count;
-    for i in 0..count {
-        let decode_error = |e: rheon_net::codec::DecodeError| {
-            format!(
-                "{kind} file {} is corrupt in key group {key_group}: entry {i} of {count} does not decode: {e}",
-                file.path().display()
-            )
-        };
-        let key = K::decode(&mut bytes).map_err(decode_error)?;
-        let value = V::decode(&mut bytes).map_err(decode_error)?;
-        entry(key, value);
+    file: &'a SnapshotFile,
+    bytes: &'a [u8],
+    count: u64,
+}
+
+impl<'a> Section<'a> {
+    fn read(key_group: u32, file: &'a SnapshotFile) -> Result<Self, String> {
+        let count = file
+            .key_group_entry(key_group)
+            .map_err(|e| e.to_string())?
+            .entry_count;
+        let bytes = file.encoded_section(key_group).map_err(|e| e.to_string())?;
+        Ok(Self {
+            key_group,
+            file,
+            bytes,
+            count,
+        })
     }
-    Ok(())
+
+    /// Decodes every `(key, value)`, oldest first. A bad entry is an error
+    /// naming the `kind` of file, the file and the key group.
+    fn for_each_entry<K: Codec, V: Codec>(
+        self,
+        kind: &str,
+        mut entry: impl FnMut(K, V),
+    ) -> Result<(), String> {
+        let Self {
+            key_group,
+            file,
+            mut bytes,
+            count,
+        } = self;
+        for i in 0..count {
+            let decode_error = |e: rheon_net::codec::DecodeError| {
+                format!(
+                    "{kind} file {} is corrupt in key group {key_group}: entry {i} of {count} does not decode: {e}",
+                    file.path().display()
+                )
+            };
+            let key = K::decode(&mut bytes).map_err(decode_error)?;
+            let value = V::decode(&mut bytes).map_err(decode_error)?;
+            entry(key, value);
+        }
+        Ok(())
+    }
 }
 
 /// Subtask `subtask`'s share of a checkpoint's operator-state elements (all

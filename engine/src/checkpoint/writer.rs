@@ -39,26 +39,54 @@ pub(crate) struct SnapshotWriters {
     jobs: async_channel::Sender<SnapshotJob>,
 }
 
+/// The writer threads themselves, owned by the cluster, which waits for them
+/// at shutdown so that no snapshot is still being written once it returns.
+pub(crate) struct WriterThreads {
+    jobs: async_channel::Sender<SnapshotJob>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
 impl SnapshotWriters {
-    /// Starts `threads` writer threads; they end when every handle is dropped.
-    pub(crate) fn start(threads: usize) -> std::io::Result<Self> {
+    /// Starts `threads` writer threads.
+    pub(crate) fn start(threads: usize) -> std::io::Result<(Self, WriterThreads)> {
         let (tx, rx) = async_channel::unbounded::<SnapshotJob>();
+        let mut handles = Vec::with_capacity(threads.max(1));
         for i in 0..threads.max(1) {
             let rx = rx.clone();
-            std::thread::Builder::new()
-                .name(format!("rheon-snapshot-{i}"))
-                .spawn(move || {
-                    while let Ok(job) = rx.recv_blocking() {
-                        write_one(job);
-                    }
-                })?;
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("rheon-snapshot-{i}"))
+                    .spawn(move || {
+                        while let Ok(job) = rx.recv_blocking() {
+                            write_one(job);
+                        }
+                    })?,
+            );
         }
-        Ok(SnapshotWriters { jobs: tx })
+        let writers = SnapshotWriters { jobs: tx.clone() };
+        Ok((
+            writers,
+            WriterThreads {
+                jobs: tx,
+                threads: handles,
+            },
+        ))
     }
 
     pub(crate) fn submit(&self, job: SnapshotJob) {
-        // The threads live as long as any sender: the send cannot fail.
+        // Fails only once the cluster shut down; then nobody waits for it.
         let _ = self.jobs.try_send(job);
+    }
+}
+
+impl WriterThreads {
+    /// Takes no more snapshots, lets the threads finish the ones handed over
+    /// and waits for them.
+    pub(crate) fn finish(self) {
+        self.jobs.close();
+        for thread in self.threads {
+            let _ = thread.join();
+        }
     }
 }
 

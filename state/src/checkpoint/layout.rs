@@ -219,6 +219,24 @@ pub fn collect_shared(root: &Path, upto: u64) -> Result<Vec<PathBuf>, Checkpoint
     Ok(deleted)
 }
 
+/// Deletes what checkpoints that never completed left under `root`: periodic
+/// `chk-N` directories without `_metadata`, and shared state files no completed
+/// checkpoint or savepoint references. Returns what it deleted.
+///
+/// Only for a root no job is writing into (its job ended and its snapshot writers
+/// stopped): a checkpoint in progress looks just like an aborted one.
+pub fn remove_incomplete(root: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
+    let mut deleted = Vec::new();
+    for entry in scan(root)? {
+        if entry.is_dir && !entry.complete && !entry.savepoint {
+            fs::remove_dir_all(&entry.path).map_err(CheckpointError::io(&entry.path, "remove"))?;
+            deleted.push(entry.path);
+        }
+    }
+    deleted.extend(collect_shared(root, u64::MAX)?);
+    Ok(deleted)
+}
+
 fn next_id(entries: &[CheckpointDirEntry]) -> u64 {
     // Ids are below u64::MAX (see `parse_checkpoint_dir_name`).
     entries.iter().map(|e| e.id + 1).max().unwrap_or(1)
