@@ -22,7 +22,7 @@ use crate::checkpoint::state::{
 
 use crate::api::functions::OneInputOperator;
 use crate::error::{TaskError, TaskLocation, TaskResult};
-use crate::runtime::collector::{guarded, guarded_chain, BoxCollector, Collector, Emitter};
+use crate::runtime::collector::{guarded, guarded_chain_record, BoxCollector, Collector, Emitter};
 
 /// The `finish`, `watermark` and `watermark_status` of an operator that has
 /// nothing of its own to do for them: pass them on to `self.out`.
@@ -50,7 +50,7 @@ impl<I, O, F: FnMut(I) -> O> Collector<I> for Map<F, O> {
     #[inline]
     fn collect(&mut self, record: I) -> TaskResult {
         let (f, out) = (&mut self.f, &mut self.out);
-        guarded_chain(&self.location, |chain| {
+        guarded_chain_record(&self.location, record, |chain, record| {
             let value = f(record);
             chain.collect(out, value)
         })
@@ -68,7 +68,7 @@ impl<I, O, E: Display, F: FnMut(I) -> Result<O, E>> Collector<I> for TryMap<F, O
     #[inline]
     fn collect(&mut self, record: I) -> TaskResult {
         let (f, out, location) = (&mut self.f, &mut self.out, &self.location);
-        guarded_chain(location, |chain| match f(record) {
+        guarded_chain_record(location, record, |chain, record| match f(record) {
             Ok(value) => chain.collect(out, value),
             Err(e) => Err(Box::new(TaskError::UserFunction {
                 location: location.clone(),
@@ -89,7 +89,7 @@ impl<T, F: FnMut(&T) -> bool> Collector<T> for Filter<F, T> {
     #[inline]
     fn collect(&mut self, record: T) -> TaskResult {
         let (f, out) = (&mut self.f, &mut self.out);
-        guarded_chain(&self.location, |chain| {
+        guarded_chain_record(&self.location, record, |chain, record| {
             if f(&record) {
                 chain.collect(out, record)
             } else {
@@ -111,7 +111,7 @@ impl<I, O, It: IntoIterator<Item = O>, F: FnMut(I) -> It> Collector<I> for FlatM
     fn collect(&mut self, record: I) -> TaskResult {
         let (f, out) = (&mut self.f, &mut self.out);
         // The iterator may run user code lazily: it runs inside the guard too.
-        guarded_chain(&self.location, |chain| {
+        guarded_chain_record(&self.location, record, |chain, record| {
             for value in f(record) {
                 chain.collect(out, value)?;
             }
