@@ -161,13 +161,22 @@ const Q5_SLOTS: usize = 8;
 /// An auction's counts in all open windows sit in one array (a window owns
 /// a slot while open), so a bid costs one hash lookup for its 5 windows,
 /// not 5: with ~10^5 auctions the lookups miss the cache, and they were the
-/// query's cost. A fired window's slot is zeroed in one pass over the map.
+/// query's cost. A fired window's slot is zeroed in one pass over the map,
+/// which takes milliseconds with 10^5 auctions; so the pass does not run at
+/// the watermark that fires the window (it would hold back that window's
+/// result, which needs the watermark downstream), but at a later one that
+/// fires nothing. Until then the slot is dirty: no window takes it (a window
+/// that finds its slot dirty counts in a per-window map instead).
 #[derive(Clone)]
 struct HotAuctions {
     /// Auction -> its bid count in each slotted window.
     counts: FxHashMap<u64, [u32; Q5_SLOTS]>,
     /// The start of the window holding each slot.
     slot_owner: [Option<i64>; Q5_SLOTS],
+    /// Slots of fired windows not zeroed yet, and the watermark that fired
+    /// the newest of them.
+    dirty: [bool; Q5_SLOTS],
+    dirty_since: i64,
     /// Window start -> the open window.
     windows: BTreeMap<i64, OpenWindow>,
     watermark: i64,
@@ -182,6 +191,8 @@ impl HotAuctions {
         HotAuctions {
             counts: FxHashMap::default(),
             slot_owner: [None; Q5_SLOTS],
+            dirty: [false; Q5_SLOTS],
+            dirty_since: i64::MIN,
             windows: BTreeMap::new(),
             watermark: i64::MIN,
         }
@@ -190,10 +201,10 @@ impl HotAuctions {
     /// The window starting at `start`, opened (with a free slot if there is
     /// one) if it is not open yet.
     fn open(&mut self, start: i64) -> &mut OpenWindow {
-        let slot_owner = &mut self.slot_owner;
+        let (slot_owner, dirty) = (&mut self.slot_owner, &self.dirty);
         self.windows.entry(start).or_insert_with(|| {
             let slot = (start / Q5_SLIDE_MS).rem_euclid(Q5_SLOTS as i64) as usize;
-            let free = slot_owner[slot].is_none();
+            let free = slot_owner[slot].is_none() && !dirty[slot];
             if free {
                 slot_owner[slot] = Some(start);
             }
@@ -272,7 +283,7 @@ impl OneInputOperator<Bid, (i64, u64, Vec<(u64, u64, i64)>)> for HotAuctions {
         out: &mut Emitter<'_, (i64, u64, Vec<(u64, u64, i64)>)>,
     ) {
         self.watermark = self.watermark.max(watermark);
-        let mut freed = [false; Q5_SLOTS];
+        let mut fired = false;
         while let Some(entry) = self.windows.first_entry() {
             let start = *entry.key();
             if start + Q5_SIZE_MS - 1 > watermark {
@@ -281,24 +292,36 @@ impl OneInputOperator<Bid, (i64, u64, Vec<(u64, u64, i64)>)> for HotAuctions {
             let w = entry.remove();
             if let Some(slot) = w.slot {
                 self.slot_owner[slot] = None;
-                freed[slot] = true;
+                self.dirty[slot] = true;
+                self.dirty_since = watermark;
             }
             let max = w.best.max;
             let rows = w.best.best.into_iter().map(|a| (a, max, start)).collect();
             out.emit((start, max, rows));
+            fired = true;
         }
-        // After the rows went out: zero the fired windows' slots, and forget
-        // auctions with no count left.
-        if freed.contains(&true) {
-            self.counts.retain(|_, counts| {
-                for (slot, count) in counts.iter_mut().enumerate() {
-                    if freed[slot] {
-                        *count = 0;
-                    }
+        // At a later watermark that fires nothing (or at the end of the
+        // input, with nothing left to hold back): zero the fired windows'
+        // slots, and forget auctions with no count left.
+        let settled = watermark.saturating_sub(self.dirty_since) >= Q5_SLIDE_MS / 2;
+        let end = watermark == i64::MAX;
+        if ((!fired && settled) || end) && self.dirty.contains(&true) {
+            self.zero_dirty_slots();
+        }
+    }
+}
+
+impl HotAuctions {
+    fn zero_dirty_slots(&mut self) {
+        let dirty = std::mem::replace(&mut self.dirty, [false; Q5_SLOTS]);
+        self.counts.retain(|_, counts| {
+            for (slot, count) in counts.iter_mut().enumerate() {
+                if dirty[slot] {
+                    *count = 0;
                 }
-                counts.iter().any(|&n| n > 0)
-            });
-        }
+            }
+            counts.iter().any(|&n| n > 0)
+        });
     }
 }
 
