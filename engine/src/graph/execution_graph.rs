@@ -19,11 +19,8 @@ pub struct SubtaskId {
     pub index: u32,
 }
 
-fn pointwise(edge: &JobEdge) -> bool {
-    matches!(
-        edge.partitioning,
-        Partitioning::Forward | Partitioning::Rescale
-    )
+fn pointwise(partitioning: &Partitioning) -> bool {
+    matches!(partitioning, Partitioning::Forward | Partitioning::Rescale)
 }
 
 /// The consumer subtasks producer `producer` of `edge` writes to, in channel order.
@@ -33,7 +30,7 @@ pub(crate) fn consumers(
     producers_n: u32,
     consumers_n: u32,
 ) -> Vec<u32> {
-    if !pointwise(edge) {
+    if !pointwise(&edge.partitioning) {
         return (0..consumers_n).collect();
     }
     if producers_n >= consumers_n {
@@ -52,7 +49,17 @@ pub(crate) fn producers(
     producers_n: u32,
     consumers_n: u32,
 ) -> Vec<u32> {
-    if !pointwise(edge) {
+    producers_by(&edge.partitioning, consumer, producers_n, consumers_n)
+}
+
+/// [`producers`] of an edge with this (resolved) partitioning.
+pub(crate) fn producers_by(
+    partitioning: &Partitioning,
+    consumer: u32,
+    producers_n: u32,
+    consumers_n: u32,
+) -> Vec<u32> {
+    if !pointwise(partitioning) {
         return (0..producers_n).collect();
     }
     if producers_n >= consumers_n {

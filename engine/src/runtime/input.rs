@@ -3,16 +3,28 @@
 //!
 //! Processing is resumable: when the chain's writers run out of segments the
 //! driver stops after the current record and reports where it stopped; the
-//! task awaits the writers and calls it again with the same buffer.
+//! task awaits the writers and calls it again with the same buffer. The
+//! same holds for the recorded buffers of an unaligned checkpoint, replayed
+//! before the first received one, whose records may be filtered by key
+//! group when the checkpoint is restored at another parallelism.
 
 use std::any::Any;
 use std::cell::Cell;
 
-use rheon_net::buffer::Buffer;
+use rheon_net::buffer::{Buffer, Records};
+use rheon_state::key_group::{key_group_for_hash, KeyGroupRange};
 
 use crate::error::{TaskError, TaskLocation, TaskResult};
-use crate::graph::stream_graph::{downcast_collector, Data};
+use crate::graph::stream_graph::{downcast_collector, Data, KeyHashFn};
 use crate::runtime::collector::BoxCollector;
+
+/// Keeps the restored records whose key group lies in `range`.
+pub(crate) struct KeyGroupFilter<'a> {
+    /// The input edge's `KeyHashFn<T>`, type erased as in `Partitioning::Hash`.
+    pub(crate) key_hash: &'a (dyn Any + Send + Sync),
+    pub(crate) max_parallelism: u32,
+    pub(crate) range: KeyGroupRange,
+}
 
 pub(crate) trait InputDriver {
     /// Pushes the records of `buffer` from record number `*next` on. Returns
@@ -23,9 +35,19 @@ pub(crate) trait InputDriver {
         next: &mut usize,
         blocked: &Cell<bool>,
     ) -> TaskResult<bool>;
-    /// Pushes the records of a buffer's bytes recorded by an unaligned
-    /// checkpoint (restored in-flight data).
-    fn process_bytes(&mut self, bytes: &[u8]) -> TaskResult;
+    /// Pushes the records of a buffer recorded by an unaligned checkpoint
+    /// (restored in-flight data) from where `records` stands, skipping those
+    /// `keep` rejects; `*next` counts the records taken so far. Returns true
+    /// when the buffer is done, false when stopped because `blocked` rose.
+    /// A record that does not decode is a checkpoint error naming `origin()`.
+    fn process_restored(
+        &mut self,
+        records: &mut Records<'_>,
+        next: &mut usize,
+        keep: Option<&KeyGroupFilter<'_>>,
+        blocked: &Cell<bool>,
+        origin: &dyn Fn() -> String,
+    ) -> TaskResult<bool>;
     fn finish(&mut self) -> TaskResult;
     fn watermark(&mut self, watermark: i64) -> TaskResult;
     fn watermark_status(&mut self, idle: bool) -> TaskResult;
@@ -74,25 +96,43 @@ impl<T: Data> InputDriver for TypedInput<T> {
         Ok(true)
     }
 
-    fn process_bytes(&mut self, bytes: &[u8]) -> TaskResult {
-        let records = rheon_net::buffer::Records::parse(bytes).map_err(|e| {
-            TaskError::checkpoint(
-                &self.location,
-                format!("restored in-flight data is corrupt: {e}"),
-            )
-        })?;
-        for (i, payload) in records.enumerate() {
+    fn process_restored(
+        &mut self,
+        records: &mut Records<'_>,
+        next: &mut usize,
+        keep: Option<&KeyGroupFilter<'_>>,
+        blocked: &Cell<bool>,
+        origin: &dyn Fn() -> String,
+    ) -> TaskResult<bool> {
+        let key_hash = keep.map(|k| {
+            k.key_hash
+                .downcast_ref::<KeyHashFn<T>>()
+                .expect("key hash function of the record type")
+        });
+        for payload in records.by_ref() {
             let mut input = payload;
             let record = T::decode(&mut input).map_err(|e| {
                 TaskError::checkpoint(
                     &self.location,
-                    format!("restored in-flight record {i} does not decode: {e}"),
+                    format!("record {} of {} does not decode: {e}", *next, origin()),
                 )
             })?;
+            *next += 1;
+            if let (Some(keep), Some(key_hash)) = (keep, key_hash) {
+                if !keep
+                    .range
+                    .contains(key_group_for_hash(key_hash(&record), keep.max_parallelism))
+                {
+                    continue;
+                }
+            }
             self.records_in += 1;
             self.head.collect(record)?;
+            if blocked.get() {
+                return Ok(false);
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn finish(&mut self) -> TaskResult {

@@ -5,6 +5,7 @@ pub(crate) mod barriers;
 pub mod collector;
 pub(crate) mod executor;
 pub mod file_sink;
+pub(crate) mod in_flight;
 pub(crate) mod input;
 pub(crate) mod operators;
 pub(crate) mod process;

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
+use rheon_net::buffer::Records;
 use rheon_net::channel::{ConnectionManager, InputGate};
 use rheon_net::event::{Envelope, Event};
 use rheon_net::segment::SegmentPool;
@@ -29,7 +30,7 @@ use rheon_state::key_group::KeyGroupRange;
 use crate::api::functions::OperatorContext;
 use crate::checkpoint::config::CheckpointingMode;
 use crate::checkpoint::state::{
-    share_of, OperatorParts, SharedRestore, StateRegistry, TakenOperator,
+    share_of, OperatorParts, RestoreSnapshot, SharedRestore, StateRegistry, TakenOperator,
 };
 use crate::checkpoint::writer::{SnapshotJob, SnapshotWriters};
 use crate::config::EngineConfig;
@@ -39,6 +40,8 @@ use crate::graph::execution_graph::{subtask_channels, SubtaskId};
 use crate::graph::job_graph::JobGraph;
 use crate::graph::stream_graph::{NodeBody, NodeId};
 use crate::runtime::barriers::{BarrierStep, Barriers};
+use crate::runtime::in_flight::{self, Replay, Rescale};
+use crate::runtime::input::KeyGroupFilter;
 use crate::runtime::sources::{SourceDriver, SourceStep};
 use crate::runtime::timers::{instant_at, now_ms, ProcessingTimeService};
 use crate::runtime::watermark::{ValveOutput, WatermarkValve};
@@ -350,7 +353,10 @@ pub(crate) async fn run_subtask(setup: TaskSetup, env: Rc<TaskEnv>) -> TaskResul
     let location = location(&job, job.vertices[subtask.vertex].head, subtask.index);
     let mut restore_duration = Duration::ZERO;
     if let Some(restore) = &restore {
-        task.restore(restore, &job, &location)?;
+        if let Some(in_flight) = task.restore(restore, &job, &location)? {
+            task.replay_in_flight(restore, &in_flight, &location)
+                .await?;
+        }
         restore_duration = deployed.elapsed();
     }
     let records_in = match &mut task.head {
@@ -367,15 +373,26 @@ pub(crate) async fn run_subtask(setup: TaskSetup, env: Rc<TaskEnv>) -> TaskResul
     })
 }
 
+/// The head's recorded in-flight data that this subtask replays.
+struct InFlight {
+    /// Index of the head's snapshot among the checkpoint's operators.
+    operator: usize,
+    replays: Vec<Replay>,
+    /// Each input's key hash function (`KeyHashFn<T>`, erased), if it is
+    /// hash partitioned.
+    key_hashes: Vec<Option<Arc<dyn Any + Send + Sync>>>,
+}
+
 impl Task {
-    /// Restores the chain's operators (and the recorded in-flight data of
-    /// an unaligned checkpoint) before the first record.
+    /// Restores the chain's operators and returns which recorded in-flight
+    /// data of an unaligned checkpoint the head replays before its first
+    /// record (see `in_flight`).
     fn restore(
         &mut self,
-        restore: &crate::checkpoint::state::RestoreSnapshot,
+        restore: &RestoreSnapshot,
         job: &JobGraph,
         location: &TaskLocation,
-    ) -> TaskResult {
+    ) -> TaskResult<Option<InFlight>> {
         let ctx = &self.head_context;
         if restore.metadata.max_parallelism != job.max_parallelism {
             return Err(TaskError::checkpoint(
@@ -390,34 +407,135 @@ impl Task {
         }
         self.registry
             .restore(restore, ctx.subtask, ctx.parallelism, ctx.key_group_range)?;
-        // In-flight data of an unaligned checkpoint goes first.
-        let head = restore
-            .metadata
-            .operators
-            .iter()
-            .find(|o| o.node as usize == self.head_node);
-        let entries: Vec<_> = head
-            .map(|o| o.channel_state.iter().collect())
-            .unwrap_or_default();
-        if !entries.is_empty() {
-            let parallelism_then = head.map(|o| o.parallelism).unwrap_or(0);
-            if parallelism_then != ctx.parallelism {
+        let operators = &restore.metadata.operators;
+        let directory = restore.directory.display();
+        // An operator that was a task's head then and is chained now has no
+        // input to replay its in-flight data into.
+        for &node in &job.vertices[self.subtask.vertex].nodes[1..] {
+            if let Some(then) = operators
+                .iter()
+                .find(|o| o.node as usize == node && !o.channel_state.is_empty())
+            {
                 return Err(TaskError::checkpoint(
                     location,
                     format!(
-                        "checkpoint {} holds in-flight data of an unaligned checkpoint taken at parallelism {parallelism_then}; restore it at that parallelism (or rescale from an aligned checkpoint or a savepoint)",
-                        restore.directory.display()
+                        "checkpoint {directory} holds in-flight data of operator '{}' from an unaligned checkpoint taken at parallelism {}, when it read its input through an exchange; at parallelism {} it is chained behind '{}' and has no input to replay it into; restore it with the parallelisms it was taken at (or rescale from an aligned checkpoint or a savepoint)",
+                        then.name, then.parallelism, job.node_parallelism[node], self.head_name
                     ),
                 ));
             }
-            for entry in entries.into_iter().filter(|e| e.subtask == ctx.subtask) {
-                let Head::Input(driver, _) = &mut self.head else {
-                    break;
+        }
+        let Some(operator) = operators
+            .iter()
+            .position(|o| o.node as usize == self.head_node && !o.channel_state.is_empty())
+        else {
+            return Ok(None);
+        };
+        if matches!(self.head, Head::Source(_)) {
+            return Ok(None);
+        }
+        let head = &operators[operator];
+        let inputs = in_flight::head_inputs(job, self.head_node);
+        let old_channels = |input: usize, old_subtask: u32| {
+            in_flight::old_input_channels(
+                job,
+                operators,
+                inputs.edges[input],
+                head.parallelism,
+                old_subtask,
+            )
+        };
+        let replays = in_flight::plan(
+            &head.channel_state,
+            &Rescale {
+                old_parallelism: head.parallelism,
+                parallelism: ctx.parallelism,
+                subtask: ctx.subtask,
+                inputs: &inputs.routes,
+                old_channels: &old_channels,
+            },
+        )
+        .map_err(|reason| {
+            TaskError::checkpoint(
+                location,
+                format!(
+                    "checkpoint {directory} holds in-flight data of operator '{}' from an unaligned checkpoint taken at parallelism {}, which cannot be restored at parallelism {}: {reason}; restore it at parallelism {} (or rescale from an aligned checkpoint or a savepoint)",
+                    head.name, head.parallelism, ctx.parallelism, head.parallelism
+                ),
+            )
+        })?;
+        Ok(Some(InFlight {
+            operator,
+            replays,
+            key_hashes: inputs.key_hashes,
+        }))
+    }
+
+    /// Pushes the recorded in-flight data the plan names through the chain,
+    /// waiting for the writers like the input loop does, so that it all goes
+    /// out before any record received from now on.
+    async fn replay_in_flight(
+        &mut self,
+        restore: &RestoreSnapshot,
+        in_flight: &InFlight,
+        location: &TaskLocation,
+    ) -> TaskResult {
+        let operator = &restore.metadata.operators[in_flight.operator];
+        let (max_parallelism, range) = (
+            self.head_context.max_parallelism,
+            self.head_context.key_group_range,
+        );
+        for replay in &in_flight.replays {
+            let entry = &operator.channel_state[replay.entry];
+            let keep = replay.key_of_input.map(|input| KeyGroupFilter {
+                key_hash: in_flight.key_hashes[input]
+                    .as_deref()
+                    .expect("a hash-partitioned input"),
+                max_parallelism,
+                range,
+            });
+            for (index, bytes) in entry.buffers.iter().enumerate() {
+                let origin = || {
+                    format!(
+                        "in-flight buffer {index} of old subtask {} input channel {} of operator '{}' in checkpoint {}",
+                        entry.subtask,
+                        entry.input_channel,
+                        operator.name,
+                        restore.directory.display()
+                    )
                 };
-                for bytes in &entry.buffers {
-                    driver.process_bytes(bytes)?;
+                let mut records = Records::parse(bytes).map_err(|e| {
+                    let why = match e {
+                        rheon_net::NetError::CorruptBuffer {
+                            offset,
+                            len_bytes,
+                            reason,
+                        } => format!("{reason} at byte offset {offset} of {len_bytes}"),
+                        other => other.to_string(),
+                    };
+                    TaskError::checkpoint(location, format!("{} is corrupt: {why}", origin()))
+                })?;
+                let mut next = 0;
+                loop {
+                    let Head::Input(driver, _) = &mut self.head else {
+                        unreachable!()
+                    };
+                    if driver.process_restored(
+                        &mut records,
+                        &mut next,
+                        keep.as_ref(),
+                        &self.blocked,
+                        &origin,
+                    )? {
+                        break;
+                    }
+                    self.unblock().await?;
                 }
+                self.housekeeping_and_yield().await?;
             }
+        }
+        if self.blocked.get() {
+            self.unblock().await?;
         }
         Ok(())
     }
@@ -624,10 +742,7 @@ impl Task {
         Ok(())
     }
 
-    async fn run_source(
-        &mut self,
-        restore: Option<&crate::checkpoint::state::RestoreSnapshot>,
-    ) -> TaskResult<u64> {
+    async fn run_source(&mut self, restore: Option<&RestoreSnapshot>) -> TaskResult<u64> {
         let Head::Source(driver) = &mut self.head else {
             unreachable!()
         };
