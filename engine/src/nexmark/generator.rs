@@ -1254,12 +1254,9 @@ fn next_auction(site: &EventSite<'_>, rng: &mut Rng) -> Auction {
     let item_name = Scratch::new()
         .push(next_pooled_string(rng.bits(), 20, plan.string_pool).as_bytes())
         .finish();
-    // Up to 99 bytes: inline when short, else copied to the heap, the one
-    // allocation of the generator. (A static slice of the pool would do as well
-    // and make generation allocation-free; `generating_allocates_only_for_long_
-    // descriptions` in the tests still expects the allocation.)
-    let description = next_pooled_string(rng.bits(), 100, plan.string_pool);
-    let description = Str::inline(description).unwrap_or_else(|| Str::from(description));
+    // Up to 99 bytes, a slice of the static pool like the other strings: no
+    // copy and no allocation (generating an event never allocates).
+    let description = Str::from_static(next_pooled_string(rng.bits(), 100, plan.string_pool));
     let current = 8 + item_name.len() + description.len() + 40;
     let padding = Padding::new(current as u64, c.avg_auction_byte_size);
     let extra = next_extra(&mut rng.bits(), plan.extra_pool, padding);
@@ -1698,9 +1695,8 @@ mod tests {
                     assert!(fields.into_iter().chain([&p.state, &p.extra]).all(cheap));
                 }
                 Event::Auction(a) => {
-                    assert!(cheap(&a.item_name) && cheap(&a.extra));
-                    let short = a.description.len() <= Str::INLINE_CAPACITY_BYTES;
-                    assert_eq!(cheap(&a.description), short, "{a:?}");
+                    let fields = [&a.item_name, &a.description, &a.extra];
+                    assert!(fields.into_iter().all(cheap), "{a:?}");
                 }
                 Event::Bid(b) => assert!(cheap(&b.channel) && cheap(&b.url) && cheap(&b.extra)),
             }
