@@ -44,7 +44,6 @@ use crate::runtime::collector::Emitter;
 use crate::runtime::timers::TimeDomain;
 use crate::runtime::window::{TimeWindow, WindowAssigner};
 
-use super::auctions::slim_bids;
 use super::model::{Bid, Event};
 use super::text::Str;
 
@@ -238,9 +237,15 @@ impl HotAuctions {
     }
 }
 
-impl OneInputOperator<Bid, (i64, u64, Vec<(u64, u64, i64)>)> for HotAuctions {
-    fn process(&mut self, bid: Bid, _out: &mut Emitter<'_, (i64, u64, Vec<(u64, u64, i64)>)>) {
-        let ts = bid.date_time;
+/// What q5 reads of a bid: its auction and its time.
+type AuctionAndTime = (u64, i64);
+
+impl OneInputOperator<AuctionAndTime, (i64, u64, Vec<(u64, u64, i64)>)> for HotAuctions {
+    fn process(
+        &mut self,
+        (auction, ts): AuctionAndTime,
+        _out: &mut Emitter<'_, (i64, u64, Vec<(u64, u64, i64)>)>,
+    ) {
         let last = ts - ts.rem_euclid(Q5_SLIDE_MS);
         // The bid's open windows' slots (or overflow windows, counted here).
         let mut slotted = [(0i64, 0usize); Q5_WINDOWS_PER_BID];
@@ -255,10 +260,10 @@ impl OneInputOperator<Bid, (i64, u64, Vec<(u64, u64, i64)>)> for HotAuctions {
                         n_slotted += 1;
                     }
                     None => {
-                        let count = w.overflow.entry(bid.auction).or_default();
+                        let count = w.overflow.entry(auction).or_default();
                         *count += 1;
                         let count = *count;
-                        w.best.offer(bid.auction, count);
+                        w.best.offer(auction, count);
                     }
                 }
             }
@@ -267,12 +272,12 @@ impl OneInputOperator<Bid, (i64, u64, Vec<(u64, u64, i64)>)> for HotAuctions {
         if n_slotted == 0 {
             return;
         }
-        let counts = self.counts.entry(bid.auction).or_insert([0; Q5_SLOTS]);
+        let counts = self.counts.entry(auction).or_insert([0; Q5_SLOTS]);
         for &(start, slot) in &slotted[..n_slotted] {
             counts[slot] += 1;
             let count = u64::from(counts[slot]);
             if let Some(w) = self.windows.get_mut(&start) {
-                w.best.offer(bid.auction, count);
+                w.best.offer(auction, count);
             }
         }
     }
@@ -402,8 +407,13 @@ impl HotAuctions {
 /// 10 s window sliding by 2 s: per-subtask maxima kept as bids arrive
 /// (bids partitioned by auction), then the maximum of those per window.
 pub fn q5(events: &DataStream<Event>) -> DataStream<(u64, u64, i64)> {
-    slim_bids(events)
-        .key_by(|b: &Bid| b.auction)
+    events
+        .flat_map(|e: Event| match e {
+            Event::Bid(b) => Some((b.auction, b.date_time)),
+            _ => None,
+        })
+        .name("auctions and times of bids")
+        .key_by(|b: &AuctionAndTime| b.0)
         .into_stream()
         .transform_checkpointed(
             "q5 bids per auction and window, maxima per subtask",
@@ -887,11 +897,7 @@ mod tests {
         let half = bids.len() / 2;
         for (i, &(auction, ts)) in bids.iter().enumerate() {
             let mut out = Emitter::new(&mut rows);
-            let b = match bid(0, ts, 0) {
-                Event::Bid(b) => Bid { auction, ..b },
-                _ => unreachable!(),
-            };
-            op.process(b, &mut out);
+            op.process((auction, ts), &mut out);
             if i == half {
                 assert!(op.windows.values().any(|w| w.slot.is_none()), "no overflow");
                 // Fire the windows that ended 12 s before this bid.
