@@ -377,14 +377,15 @@ fn broadcast_in_flight_data_is_refused_at_another_parallelism() {
     });
     let (_, newest) = list_completed(checkpoints.path()).unwrap()[0].clone();
     let message = restore_error(3, checkpoints.path(), |env| build(env, None));
-    for part in [
-        &newest.display().to_string(),
-        "'broadcast head'",
-        "broadcast",
-        "restore it at parallelism 2",
-    ] {
-        assert!(message.contains(part), "{part:?} is not in: {message}");
-    }
+    assert_mentions(
+        &message,
+        &[
+            &newest.display().to_string(),
+            "'broadcast head'",
+            "broadcast",
+            "restore it at parallelism 2",
+        ],
+    );
 }
 
 /// Generators at parallelism 2 and a slow map: at parallelism 3 the map
@@ -413,14 +414,15 @@ fn in_flight_data_of_an_operator_chained_at_the_new_parallelism_is_refused() {
     stop_with_in_flight(3, checkpoints.path(), "paced", |env, f| paced(env, Some(f)));
     let (_, newest) = list_completed(checkpoints.path()).unwrap()[0].clone();
     let message = restore_error(2, checkpoints.path(), |env| paced(env, None));
-    for part in [
-        &newest.display().to_string(),
-        "'paced'",
-        "chained behind",
-        "restore it with the parallelisms it was taken at",
-    ] {
-        assert!(message.contains(part), "{part:?} is not in: {message}");
-    }
+    assert_mentions(
+        &message,
+        &[
+            &newest.display().to_string(),
+            "'paced'",
+            "chained behind",
+            "restore it with the parallelisms it was taken at",
+        ],
+    );
 }
 
 /// Recorded buffers whose framing is broken, or whose records do not decode,
@@ -444,13 +446,21 @@ fn corrupt_in_flight_data_fails_the_restore_naming_the_checkpoint() {
         }
         write_metadata(&newest, &damaged).unwrap();
         let message = restore_error(3, checkpoints.path(), |env| paced(env, None));
-        for part in [
-            &newest.display().to_string(),
-            "'paced'",
-            "in-flight buffer 0",
-            what,
-        ] {
-            assert!(message.contains(part), "{part:?} is not in: {message}");
-        }
+        assert_mentions(
+            &message,
+            &[
+                &newest.display().to_string(),
+                "'paced'",
+                "in-flight buffer 0",
+                what,
+            ],
+        );
+    }
+}
+
+/// Fails naming each of `parts` that `message` does not contain.
+fn assert_mentions(message: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(message.contains(part), "{part:?} is not in: {message}");
     }
 }

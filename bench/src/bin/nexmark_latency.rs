@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::anyhow;
 use clap::Parser;
+use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 use rheon::nexmark::{windowed, Bid, Event, Generator, GeneratorConfig};
 use rheon::{Emitter, EngineConfig, OneInputOperator, StreamEnv, WatermarkStrategy};
@@ -134,16 +135,16 @@ fn run(args: &Args, q: Q, events: u64, rate: Option<f64>) -> anyhow::Result<Run>
     // keeps its next boundary in its own cache line.
     let passed: Arc<Mutex<BTreeMap<i64, (u64, i64)>>> = Arc::default();
     let passing = passed.clone();
-    let next_boundary: Arc<Vec<AtomicI64>> = Arc::new(
-        (0..parallelism * 8)
-            .map(|_| AtomicI64::new(i64::MIN))
+    let next_boundary: Arc<Vec<CachePadded<AtomicI64>>> = Arc::new(
+        (0..parallelism)
+            .map(|_| CachePadded::new(AtomicI64::new(i64::MIN)))
             .collect(),
     );
     let make = move |position: u64| -> (i64, Event) {
         let stamp = wall_us();
         let event = generator.event_at(position);
         let ts = event.timestamp_ms();
-        let next = &next_boundary[(position % parallelism * 8) as usize];
+        let next = &next_boundary[(position % parallelism) as usize];
         if ts >= next.load(Ordering::Relaxed) {
             let boundary = ts - ts.rem_euclid(2_000);
             let mut passed = passing.lock().expect("boundary lock");

@@ -72,6 +72,21 @@ pub fn bids(events: &DataStream<Event>) -> DataStream<Bid> {
         .name("bids")
 }
 
+/// What `f` keeps of each bid, for queries that read a field or two: only
+/// that crosses their keyed exchange, not a whole bid.
+pub fn bid_fields<T, F>(events: &DataStream<Event>, name: &str, f: F) -> DataStream<T>
+where
+    T: crate::graph::stream_graph::Data,
+    F: Fn(&Bid) -> T + Clone + Send + Sync + 'static,
+{
+    events
+        .flat_map(move |e: Event| match e {
+            Event::Bid(b) => Some(f(&b)),
+            _ => None,
+        })
+        .name(name)
+}
+
 /// Auctions without their strings (for queries that read only numbers).
 pub fn slim_auctions(events: &DataStream<Event>) -> DataStream<Auction> {
     auctions(events)

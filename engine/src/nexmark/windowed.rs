@@ -44,6 +44,7 @@ use crate::runtime::collector::Emitter;
 use crate::runtime::timers::TimeDomain;
 use crate::runtime::window::{TimeWindow, WindowAssigner};
 
+use super::auctions::bid_fields;
 use super::model::{Bid, Event};
 use super::text::Str;
 
@@ -407,13 +408,10 @@ impl HotAuctions {
 /// 10 s window sliding by 2 s: per-subtask maxima kept as bids arrive
 /// (bids partitioned by auction), then the maximum of those per window.
 pub fn q5(events: &DataStream<Event>) -> DataStream<(u64, u64, i64)> {
-    events
-        .flat_map(|e: Event| match e {
-            Event::Bid(b) => Some((b.auction, b.date_time)),
-            _ => None,
-        })
-        .name("auctions and times of bids")
-        .key_by(|b: &AuctionAndTime| b.0)
+    let bids = bid_fields(events, "auctions and times of bids", |b| {
+        (b.auction, b.date_time)
+    });
+    bids.key_by(|b: &AuctionAndTime| b.0)
         .into_stream()
         .transform_checkpointed(
             "q5 bids per auction and window, maxima per subtask",
@@ -793,15 +791,9 @@ pub fn q11(events: &DataStream<Event>) -> DataStream<(u64, u64, i64, i64)> {
         .name("q11 bids per bidder session")
 }
 
-/// Each bid's bidder and time, all that q11 and q12 read: 16 bytes cross
-/// their keyed exchange instead of a whole bid.
+/// Each bid's bidder and time, all that q11 and q12 read.
 fn bidders_and_times(events: &DataStream<Event>) -> DataStream<(u64, i64)> {
-    events
-        .flat_map(|e: Event| match e {
-            Event::Bid(b) => Some((b.bidder, b.date_time)),
-            _ => None,
-        })
-        .name("bidders and times")
+    bid_fields(events, "bidders and times", |b| (b.bidder, b.date_time))
 }
 
 /// q12: `(bidder, bids, start, end)` per processing-time 10 s window.

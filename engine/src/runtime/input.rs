@@ -104,10 +104,10 @@ impl<T: Data> InputDriver for TypedInput<T> {
         blocked: &Cell<bool>,
         origin: &dyn Fn() -> String,
     ) -> TaskResult<bool> {
-        let key_hash = keep.map(|k| {
-            k.key_hash
-                .downcast_ref::<KeyHashFn<T>>()
-                .expect("key hash function of the record type")
+        let keep = keep.map(|k| {
+            let key_hash = k.key_hash.downcast_ref::<KeyHashFn<T>>();
+            let key_hash = key_hash.expect("key hash function of the record type");
+            (key_hash, k.max_parallelism, k.range)
         });
         for payload in records.by_ref() {
             let mut input = payload;
@@ -118,11 +118,8 @@ impl<T: Data> InputDriver for TypedInput<T> {
                 )
             })?;
             *next += 1;
-            if let (Some(keep), Some(key_hash)) = (keep, key_hash) {
-                if !keep
-                    .range
-                    .contains(key_group_for_hash(key_hash(&record), keep.max_parallelism))
-                {
+            if let Some((key_hash, max_parallelism, range)) = keep {
+                if !range.contains(key_group_for_hash(key_hash(&record), max_parallelism)) {
                     continue;
                 }
             }
