@@ -64,9 +64,29 @@ pub const SEGMENTS_PER_EXECUTOR_DEFAULT: usize = 2048;
 
 /// Cores this process may run on.
 pub fn available_cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    process_cores().unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
+/// The CPUs the process may run on: those of its main thread, whose mask
+/// is the process's. `available_parallelism` reads the calling thread's
+/// mask instead, which is a single core on a pinned executor.
+fn process_cores() -> Option<usize> {
+    // SAFETY: `cpu_set_t` is plain data and zeroed is a valid empty set;
+    // `sched_getaffinity` writes at most `size_of::<cpu_set_t>()` bytes.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let ok = libc::sched_getaffinity(
+            libc::getpid(),
+            std::mem::size_of::<libc::cpu_set_t>(),
+            &mut set,
+        ) == 0;
+        let count = libc::CPU_COUNT(&set);
+        (ok && count > 0).then_some(count as usize)
+    }
 }
 
 impl EngineConfig {

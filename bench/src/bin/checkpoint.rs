@@ -15,7 +15,8 @@
 //!    against the plain runs; per checkpoint the bytes written, the
 //!    synchronous pause of every subtask (p50/p99/max), the write rate
 //!    (bytes / longest asynchronous part) and the duration (trigger to
-//!    metadata written).
+//!    metadata written). Each run ends with `sync`, so the writeback of its
+//!    checkpoint files does not fall into the next run.
 //! 2. Restore: the last run of each mode leaves its last checkpoint on disk;
 //!    the same job restores each `--runs` times at parallelism 2 (same) and 1
 //!    (rescaled 2 -> 1). The figure is the longest subtask restore as the
@@ -237,6 +238,11 @@ fn cost(args: &Args, root: &Path) -> anyhow::Result<Vec<Retained>> {
                 records_per_s(args, cpu_used),
                 outcome.checkpoints.len()
             );
+            // The kernel writes a run's checkpoint files back to disk after
+            // it ended, too; wait for that here so it does not land in the
+            // next run's time.
+            // SAFETY: `sync` takes no arguments and cannot fail.
+            unsafe { libc::sync() };
             elapsed[m].push(outcome.elapsed);
             cpu[m].push(cpu_used);
             runs[m].push(outcome.checkpoints);

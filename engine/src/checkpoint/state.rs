@@ -229,8 +229,8 @@ impl RestoredOperator<'_> {
     /// restores empty.
     pub(crate) fn keyed_state<K, V>(&self, name: &str) -> Result<KeyGroupedMap<K, V>, String>
     where
-        K: Codec + Hash + Eq + Clone,
-        V: Codec + Clone,
+        K: Codec + Hash + Eq + Clone + Send,
+        V: Codec + Clone + Send,
     {
         let empty = || KeyGroupedMap::new(self.key_group_range, self.max_parallelism);
         let Some(files) = self
@@ -251,10 +251,6 @@ impl RestoredOperator<'_> {
         let plan = plan_restore(&opened, self.max_parallelism, self.key_group_range)
             .map_err(|e| e.to_string())?;
         plan.will_need();
-        // One map per key group, presized from the snapshot's index and
-        // filled directly (no rehash, no copy-on-write check per entry).
-        // Decoding on more threads did not pay: page faults of the new
-        // tables serialize in the kernel.
         // An incremental checkpoint's changes, replayed in order over the
         // bases, key group by key group while its new map is in cache.
         let deltas = files
@@ -263,23 +259,86 @@ impl RestoredOperator<'_> {
             .map(|f| SnapshotFile::open(self.checkpoint_dir.join(f)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
-        let groups = plan
-            .iter()
-            .map(|(key_group, file)| {
-                let mut group = decode_key_group::<K, V>(key_group, file)?;
-                for delta in &deltas {
-                    if delta.meta().key_groups.contains(key_group) {
-                        replay_key_group(key_group, delta, &mut group)?;
-                    }
+        for delta in &deltas {
+            delta.will_need(self.key_group_range);
+        }
+        // One map per key group, presized from the snapshot's index and
+        // filled directly (no rehash, no copy-on-write check per entry).
+        let restore_group = |&(key_group, file): &(u32, &SnapshotFile)| {
+            let mut group = decode_key_group::<K, V>(key_group, file)?;
+            for delta in &deltas {
+                if delta.meta().key_groups.contains(key_group) {
+                    replay_key_group(key_group, delta, &mut group)?;
                 }
-                Ok(group)
-            })
-            .collect::<Result<Vec<_>, String>>()?;
+            }
+            Ok(group)
+        };
+        let key_groups: Vec<(u32, &SnapshotFile)> = plan.iter().collect();
+        let threads = restore_threads(self.parallelism, key_groups.len());
+        let groups = if threads <= 1 {
+            key_groups
+                .iter()
+                .map(restore_group)
+                .collect::<Result<Vec<_>, String>>()?
+        } else {
+            // Fewer subtasks than cores: the rest of the cores help. Their
+            // threads drop the executor's pinning, which they inherit, or
+            // they would all share this subtask's core.
+            let per_thread = key_groups.len().div_ceil(threads);
+            let mut parts = key_groups.chunks(per_thread);
+            let own = parts.next().unwrap_or_default();
+            std::thread::scope(|scope| {
+                let helpers: Vec<_> = parts
+                    .map(|part| {
+                        scope.spawn(|| {
+                            unpin_current_thread();
+                            part.iter()
+                                .map(restore_group)
+                                .collect::<Result<Vec<_>, String>>()
+                        })
+                    })
+                    .collect();
+                let mut groups = own
+                    .iter()
+                    .map(restore_group)
+                    .collect::<Result<Vec<_>, String>>()?;
+                for helper in helpers {
+                    let part = helper
+                        .join()
+                        .map_err(|_| "a restore thread panicked".to_owned())??;
+                    groups.extend(part);
+                }
+                Ok::<_, String>(groups)
+            })?
+        };
         Ok(KeyGroupedMap::from_key_groups(
             self.key_group_range,
             self.max_parallelism,
             groups,
         ))
+    }
+}
+
+/// How many threads restore the keyed state of one subtask of an operator at
+/// `parallelism`: the cores its subtasks leave over (all subtasks restore at
+/// once), at most one per key group.
+fn restore_threads(parallelism: u32, key_groups: usize) -> usize {
+    (crate::config::available_cores() / parallelism.max(1) as usize).clamp(1, key_groups.max(1))
+}
+
+/// Lets the calling thread run on any core of the process's CPU set: a
+/// thread spawned from a pinned executor inherits its single core. Best
+/// effort: where it fails, the thread keeps sharing that core.
+fn unpin_current_thread() {
+    // SAFETY: `cpu_set_t` is plain data, zeroed is a valid empty set, and
+    // `CPU_SET` stays within it; the kernel narrows the mask to the CPUs
+    // the process may use.
+    unsafe {
+        let mut all: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in 0..libc::CPU_SETSIZE as usize {
+            libc::CPU_SET(cpu, &mut all);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &all);
     }
 }
 
@@ -462,3 +521,52 @@ pub(crate) fn decode_element<T: Codec>(mut bytes: &[u8], what: &str) -> Result<T
 
 /// A shared handle on a restore, cheap to hand to every subtask.
 pub(crate) type SharedRestore = Option<Arc<RestoreSnapshot>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CPUs the calling thread may run on.
+    fn own_cores() -> usize {
+        // SAFETY: as in `unpin_current_thread`; pid 0 is the calling thread.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            assert_eq!(
+                libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+                0
+            );
+            libc::CPU_COUNT(&set) as usize
+        }
+    }
+
+    #[test]
+    fn a_restore_helper_leaves_the_core_of_its_pinned_parent() {
+        let cores = crate::config::available_cores();
+        std::thread::spawn(move || {
+            let first = core_affinity::get_core_ids().expect("core ids")[0];
+            assert!(core_affinity::set_for_current(first));
+            assert_eq!(own_cores(), 1);
+            // What the process may use, not what this pinned thread may.
+            assert_eq!(crate::config::available_cores(), cores);
+            std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    assert_eq!(own_cores(), 1, "a new thread inherits the pinning");
+                    unpin_current_thread();
+                    assert_eq!(own_cores(), cores);
+                });
+            });
+        })
+        .join()
+        .expect("the pinned thread's checks");
+    }
+
+    #[test]
+    fn subtasks_fewer_than_cores_get_helpers() {
+        let cores = crate::config::available_cores();
+        assert_eq!(restore_threads(1, 128), cores);
+        assert_eq!(restore_threads(cores as u32, 128), 1);
+        assert_eq!(restore_threads(cores as u32 * 4, 128), 1);
+        assert_eq!(restore_threads(1, 1), 1);
+        assert_eq!(restore_threads(1, 0), 1);
+    }
+}
