@@ -1,5 +1,6 @@
-//! Incremental checkpoints (`CheckpointConfig::incremental`): a keyed `sum`
-//! and a keyed `reduce`, and the `windows` job's event-time window
+//! Incremental checkpoints (`CheckpointConfig::incremental`): a keyed `sum`,
+//! a keyed `reduce`, a keyed process function with value state and
+//! event-time timers, and the `windows` job's event-time window
 //! aggregates, into the exactly-once file sink, whose checkpoints are chains
 //! of a full base and changelog deltas in the root's `shared` directory. With
 //! injected task panics, and across restores at parallelism 2 -> 3 -> 1, the
@@ -14,7 +15,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rheon::jobs::windowed_sums::{self, committed_lines};
-use rheon::{CheckpointConfig, EngineConfig, JobOutcome, RestartStrategy, StreamEnv};
+use rheon::{
+    CheckpointConfig, Emitter, EngineConfig, JobOutcome, KeyedContext, KeyedProcessFunction,
+    RestartStrategy, StreamEnv, TimeDomain, ValueStateRef, WatermarkStrategy,
+};
 use rheon_state::checkpoint::{
     list_completed, read_metadata, shared_file_checkpoint_id, verify, SHARED_DIR_NAME,
 };
@@ -24,6 +28,61 @@ use rheon_tests::TempDir;
 /// than bases.
 const SUM_KEYS: u64 = 6000;
 const REDUCE_KEYS: u64 = 700;
+const PROCESS_KEYS: u64 = 900;
+
+/// Counts each key's records in its value state, changed in place, and keeps
+/// an event-time timer per key at time `count` (odd keys delete the previous
+/// one): every record writes the state and the timers. The timers fire at the
+/// end of the input; the first with the final count, which it clears.
+#[derive(Clone)]
+struct CountWithTimer;
+
+impl KeyedProcessFunction<u64, u64, String> for CountWithTimer {
+    type State = u64;
+
+    fn process_element(
+        &mut self,
+        key: &u64,
+        _record: u64,
+        state: &mut ValueStateRef<'_, u64>,
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Emitter<'_, String>,
+    ) {
+        let count = match state.value_mut() {
+            Some(count) => {
+                *count += 1;
+                *count
+            }
+            None => {
+                state.update(1);
+                1
+            }
+        };
+        // Registered before the old one is deleted, so both change a key's
+        // list of timers in place.
+        ctx.register_event_time_timer(count as i64);
+        // Even keys keep every timer: their timer lists last change by a
+        // registration, odd keys' by a deletion.
+        if key % 2 == 1 {
+            ctx.delete_event_time_timer(count as i64 - 1);
+        }
+        out.emit(format!("p {key} {count}"));
+    }
+
+    fn on_timer(
+        &mut self,
+        key: &u64,
+        timestamp: i64,
+        _domain: TimeDomain,
+        state: &mut ValueStateRef<'_, u64>,
+        _ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Emitter<'_, String>,
+    ) {
+        let count = state.value().copied().unwrap_or(0);
+        out.emit(format!("t {key} {count} at {timestamp}"));
+        state.clear();
+    }
+}
 
 fn events() -> u64 {
     rheon_tests::checkpoint_test_events()
@@ -83,11 +142,22 @@ fn build(
                 let _ = write!(line, "r {} {}", r.0, r.1);
             },
         );
+    // Every record at time 0: the watermark stays below the timers (1 and
+    // later) until the end of the input moves it to the maximum.
+    events
+        .map(|k: u64| k % PROCESS_KEYS)
+        .assign_timestamps_and_watermarks(WatermarkStrategy::monotonous(|_: &u64| 0))
+        .key_by(|k: &u64| *k)
+        .process(CountWithTimer)
+        .sink_to_files(output.join("process"), |r: &String, line: &mut String| {
+            line.push_str(r)
+        });
 }
 
 fn committed(output: &Path) -> Vec<String> {
     let mut lines = committed_lines(&output.join("sum")).unwrap_or_default();
     lines.extend(committed_lines(&output.join("reduce")).unwrap_or_default());
+    lines.extend(committed_lines(&output.join("process")).unwrap_or_default());
     lines.sort();
     lines
 }
@@ -104,7 +174,7 @@ fn expected() -> &'static Vec<String> {
         build(&env, None, dir.path(), None, &[]);
         env.execute("expected").expect("failure-free run");
         let lines = committed(dir.path());
-        assert_eq!(lines.len() as u64, 2 * events());
+        assert!(lines.len() as u64 > 3 * events() + PROCESS_KEYS);
         lines
     })
 }
@@ -172,6 +242,19 @@ fn deltas_and_no_garbage(checkpoints: &Path, ended: bool) -> usize {
     deltas
 }
 
+/// The delta files of keyed state `state` over the retained checkpoints.
+fn deltas_of(checkpoints: &Path, state: &str) -> usize {
+    let mut deltas = 0;
+    for (_, dir) in list_completed(checkpoints).unwrap() {
+        for operator in read_metadata(&dir).unwrap().operators {
+            for keyed in operator.keyed_states.iter().filter(|k| k.name == state) {
+                deltas += keyed.deltas.len();
+            }
+        }
+    }
+    deltas
+}
+
 #[test]
 fn injected_failures_with_incremental_checkpoints_commit_exactly_once() {
     let output = TempDir::new("incr-failing-out");
@@ -213,6 +296,7 @@ fn incremental_checkpoints_restore_at_2_then_3_then_1() {
     let checkpoints = TempDir::new("incr-rescale-chk");
     let (out, chk) = (output.path(), checkpoints.path());
     let mut deltas_seen = 0;
+    let (mut values_deltas, mut timer_deltas) = (0, 0);
     for (parallelism, failure, restore) in [(2, at(0.35), false), (3, at(0.7), true)] {
         let result = run(
             parallelism,
@@ -227,10 +311,17 @@ fn incremental_checkpoints_restore_at_2_then_3_then_1() {
             "the run at parallelism {parallelism} was to fail"
         );
         deltas_seen += deltas_and_no_garbage(chk, true);
+        values_deltas += deltas_of(chk, "values");
+        timer_deltas += deltas_of(chk, "event-timers");
     }
     assert!(
         deltas_seen > 0,
         "no retained checkpoint held a delta: nothing incremental was tested"
+    );
+    assert!(
+        values_deltas > 0 && timer_deltas > 0,
+        "the process function's value state ({values_deltas} deltas) and timers \
+         ({timer_deltas}) were never incremental"
     );
     run(1, chk, true, out, &[], RestartStrategy::None).expect("the run at parallelism 1 finishes");
     assert!(

@@ -247,11 +247,20 @@ impl<K: Hash + Eq + Clone> KeyedContext<'_, K> {
     }
 }
 
+/// What a [`ValueStateRef`] did to the stored value.
+pub(crate) struct StateChanges<S> {
+    pub(crate) cleared: bool,
+    pub(crate) new_value: Option<S>,
+    pub(crate) written_in_place: bool,
+}
+
 /// The current key's value state inside `process_element`.
 pub struct ValueStateRef<'a, S> {
     current: Option<&'a mut S>,
     new_value: Option<S>,
     cleared: bool,
+    /// The stored value may have been changed in place.
+    written: bool,
 }
 
 impl<'a, S> ValueStateRef<'a, S> {
@@ -260,13 +269,20 @@ impl<'a, S> ValueStateRef<'a, S> {
             current,
             new_value: None,
             cleared: false,
+            written: false,
         }
     }
     pub(crate) fn exists(&self) -> bool {
         self.current.is_some()
     }
-    pub(crate) fn into_changes(self) -> (bool, Option<S>) {
-        (self.cleared, self.new_value)
+    /// What the function did: cleared the value, set a new one (to store),
+    /// or possibly changed the stored one in place.
+    pub(crate) fn into_changes(self) -> StateChanges<S> {
+        StateChanges {
+            cleared: self.cleared,
+            new_value: self.new_value,
+            written_in_place: self.written,
+        }
     }
 
     /// The value for the current key, if any.
@@ -287,7 +303,10 @@ impl<'a, S> ValueStateRef<'a, S> {
             return self.new_value.as_mut();
         }
         match &mut self.current {
-            Some(v) => Some(&mut **v),
+            Some(v) => {
+                self.written = true;
+                Some(&mut **v)
+            }
             None => self.new_value.as_mut(),
         }
     }
@@ -295,7 +314,10 @@ impl<'a, S> ValueStateRef<'a, S> {
     /// Sets the value for the current key.
     pub fn update(&mut self, value: S) {
         match (&mut self.current, self.cleared) {
-            (Some(slot), false) => **slot = value,
+            (Some(slot), false) => {
+                **slot = value;
+                self.written = true;
+            }
             _ => self.new_value = Some(value),
         }
     }

@@ -23,6 +23,7 @@ use rheon_state::key_group::assign_to_key_group;
 use rheon_state::keyed::KeyGroupedMap;
 
 use crate::api::functions::{KeyedContext, KeyedProcessFunction, OperatorContext, ValueStateRef};
+use crate::checkpoint::changelog::ChangelogState;
 use crate::checkpoint::state::{
     keyed_write, CheckpointedOperator, OperatorParts, RestoredOperator,
 };
@@ -39,6 +40,8 @@ pub(crate) struct KeyedProcess<KF, P: KeyedProcessFunction<K, I, O>, K, I, O> {
     state: KeyGroupedMap<K, P::State>,
     event_timers: KeyedTimers<K>,
     processing_timers: KeyedTimers<K>,
+    /// Incremental checkpoints of `state` and of the two timer maps.
+    changelogs: Changelogs<K, P::State>,
     service: ProcessingTimeService,
     target: Option<TargetId>,
     /// The service deadline this operator waits for, if any.
@@ -72,6 +75,7 @@ where
         state: KeyGroupedMap::new(ctx.key_group_range, ctx.max_parallelism),
         event_timers: KeyedTimers::new(ctx.key_group_range, ctx.max_parallelism),
         processing_timers: KeyedTimers::new(ctx.key_group_range, ctx.max_parallelism),
+        changelogs: Changelogs::default(),
         service: ctx.processing_time.clone(),
         target: None,
         scheduled: None,
@@ -87,6 +91,24 @@ where
 }
 
 /// What the user function is called for.
+/// The incremental-checkpoint bookkeeping of a keyed process function's
+/// three keyed states.
+struct Changelogs<K, S> {
+    values: ChangelogState<K, S>,
+    event_timers: ChangelogState<K, Vec<i64>>,
+    processing_timers: ChangelogState<K, Vec<i64>>,
+}
+
+impl<K, S> Default for Changelogs<K, S> {
+    fn default() -> Self {
+        Changelogs {
+            values: ChangelogState::default(),
+            event_timers: ChangelogState::default(),
+            processing_timers: ChangelogState::default(),
+        }
+    }
+}
+
 enum Call<I> {
     Element(I),
     Timer(i64, TimeDomain),
@@ -109,8 +131,9 @@ where
             event_timers: &mut self.event_timers,
             processing_timers: &mut self.processing_timers,
         };
-        let (existed, cleared, new_value) = {
-            let mut state = ValueStateRef::new(self.state.get_mut(key_group, key));
+        let (existed, changes) = {
+            // Untracked: the changes are logged below, once the call is done.
+            let mut state = ValueStateRef::new(self.state.get_mut_untracked(key_group, key));
             let existed = state.exists();
             guarded(&self.location, || match call {
                 Call::Element(record) => {
@@ -120,13 +143,14 @@ where
                     function.on_timer(key, time, domain, &mut state, &mut ctx, &mut emitter)
                 }
             })?;
-            let (cleared, new_value) = state.into_changes();
-            (existed, cleared, new_value)
+            (existed, state.into_changes())
         };
-        if let Some(value) = new_value {
+        if let Some(value) = changes.new_value {
             self.state.insert(key_group, key.clone(), value);
-        } else if cleared && existed {
+        } else if changes.cleared && existed {
             self.state.remove(key_group, key);
+        } else if changes.written_in_place {
+            self.state.log_key(key_group, key);
         }
         emitter.into_result()?;
         self.schedule_processing_time();
@@ -208,22 +232,55 @@ where
     K: Hash + Eq + Clone + Codec + Send + Sync + 'static,
     P: KeyedProcessFunction<K, I, O>,
 {
-    fn snapshot_state(&mut self, _checkpoint_id: u64, parts: &mut OperatorParts) -> TaskResult {
-        parts.keyed.push(keyed_write(
+    fn snapshot_state(&mut self, checkpoint_id: u64, parts: &mut OperatorParts) -> TaskResult {
+        let values_tag = std::any::type_name::<(K, P::State)>();
+        let timers_tag = std::any::type_name::<(K, Vec<i64>)>();
+        let Some(ratio) = parts.incremental else {
+            parts
+                .keyed
+                .push(keyed_write("values", values_tag, self.state.fork()));
+            parts.keyed.push(keyed_write(
+                "event-timers",
+                timers_tag,
+                self.event_timers.fork(),
+            ));
+            parts.keyed.push(keyed_write(
+                "processing-timers",
+                timers_tag,
+                self.processing_timers.fork(),
+            ));
+            return Ok(());
+        };
+        let logs = &mut self.changelogs;
+        parts.keyed.push(logs.values.snapshot(
             "values",
-            std::any::type_name::<(K, P::State)>(),
-            self.state.fork(),
+            values_tag,
+            &mut self.state,
+            checkpoint_id,
+            ratio,
         ));
-        parts.keyed.push(keyed_write(
+        parts.keyed.push(logs.event_timers.snapshot(
             "event-timers",
-            std::any::type_name::<(K, Vec<i64>)>(),
-            self.event_timers.fork(),
+            timers_tag,
+            self.event_timers.per_key_mut(),
+            checkpoint_id,
+            ratio,
         ));
-        parts.keyed.push(keyed_write(
+        parts.keyed.push(logs.processing_timers.snapshot(
             "processing-timers",
-            std::any::type_name::<(K, Vec<i64>)>(),
-            self.processing_timers.fork(),
+            timers_tag,
+            self.processing_timers.per_key_mut(),
+            checkpoint_id,
+            ratio,
         ));
+        Ok(())
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> TaskResult {
+        let logs = &mut self.changelogs;
+        logs.values.notify_complete(checkpoint_id);
+        logs.event_timers.notify_complete(checkpoint_id);
+        logs.processing_timers.notify_complete(checkpoint_id);
         Ok(())
     }
 
@@ -234,6 +291,8 @@ where
         let processing_timers = restored.keyed_state("processing-timers").map_err(failed)?;
         self.event_timers.restore(event_timers);
         self.processing_timers.restore(processing_timers);
+        // A restored job starts its chains with new bases.
+        self.changelogs = Changelogs::default();
         self.schedule_processing_time();
         Ok(())
     }

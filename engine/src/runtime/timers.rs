@@ -141,9 +141,12 @@ impl<K: Hash + Eq + Clone> KeyedTimers<K> {
 
     /// Adds a timer; a second registration of the same (key, time) is a no-op.
     pub(crate) fn register(&mut self, key_group: u32, key: &K, time: i64) {
-        match self.per_key.get_mut(key_group, key) {
+        match self.per_key.get_mut_untracked(key_group, key) {
             Some(times) if times.contains(&time) => return,
-            Some(times) => times.push(time),
+            Some(times) => {
+                times.push(time);
+                self.per_key.log_key(key_group, key);
+            }
             None => {
                 self.per_key.insert(key_group, key.clone(), vec![time]);
             }
@@ -155,10 +158,13 @@ impl<K: Hash + Eq + Clone> KeyedTimers<K> {
     }
 
     pub(crate) fn delete(&mut self, key_group: u32, key: &K, time: i64) {
-        if let Some(times) = self.per_key.get_mut(key_group, key) {
+        if let Some(times) = self.per_key.get_mut_untracked(key_group, key) {
+            let before = times.len();
             times.retain(|&t| t != time);
             if times.is_empty() {
                 self.per_key.remove(key_group, key);
+            } else if times.len() != before {
+                self.per_key.log_key(key_group, key);
             }
         }
     }
@@ -196,6 +202,13 @@ impl<K: Hash + Eq + Clone> KeyedTimers<K> {
         }
         self.delete(key_group, &key, time);
         Some((time, key_group, key))
+    }
+
+    /// The live timers per key, for an incremental checkpoint: every change
+    /// goes through `insert`, `remove` or `log_key`, so its changelog stays
+    /// complete.
+    pub(crate) fn per_key_mut(&mut self) -> &mut KeyGroupedMap<K, Vec<i64>> {
+        &mut self.per_key
     }
 
     /// The live timers per key, forked for a snapshot (copy-on-write).
