@@ -75,15 +75,19 @@ pub fn available_cores() -> usize {
 /// is the process's. `available_parallelism` reads the calling thread's
 /// mask instead, which is a single core on a pinned executor.
 fn process_cores() -> Option<usize> {
+    // SAFETY: `getpid` has no preconditions and cannot fail.
+    affinity_cores(unsafe { libc::getpid() })
+}
+
+/// The number of CPUs in thread `tid`'s affinity mask (0: the calling
+/// thread; the process id: its main thread), if it can be read.
+pub(crate) fn affinity_cores(tid: libc::pid_t) -> Option<usize> {
     // SAFETY: `cpu_set_t` is plain data and zeroed is a valid empty set;
     // `sched_getaffinity` writes at most `size_of::<cpu_set_t>()` bytes.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        let ok = libc::sched_getaffinity(
-            libc::getpid(),
-            std::mem::size_of::<libc::cpu_set_t>(),
-            &mut set,
-        ) == 0;
+        let ok =
+            libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0;
         let count = libc::CPU_COUNT(&set);
         (ok && count > 0).then_some(count as usize)
     }

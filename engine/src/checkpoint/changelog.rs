@@ -83,11 +83,30 @@ where
     K: Codec + Hash + Eq + Clone + Send + Sync + 'static,
     V: Codec + Clone + Send + Sync + 'static,
 {
+    /// The keyed write of `map` at checkpoint `checkpoint_id`: with
+    /// `incremental` (the materialization ratio) a delta or a base of the
+    /// chain (see [`snapshot`](Self::snapshot)); without it, as savepoints
+    /// and checkpoints without `CheckpointConfig::incremental` write, a full
+    /// copy-on-write fork that leaves the chain alone.
+    pub(crate) fn write(
+        &mut self,
+        state_name: &str,
+        type_tag: &'static str,
+        map: &mut KeyGroupedMap<K, V>,
+        checkpoint_id: u64,
+        incremental: Option<f64>,
+    ) -> KeyedWrite {
+        match incremental {
+            Some(ratio) => self.snapshot(state_name, type_tag, map, checkpoint_id, ratio),
+            None => keyed_write(state_name, type_tag, map.fork()),
+        }
+    }
+
     /// The synchronous part of checkpoint `checkpoint_id` for `map`: a delta
     /// of the logs since the confirmed chain, or a base (a copy-on-write fork)
     /// when there is no chain to extend, a log was incomplete, or the deltas
     /// would pass `ratio` times the base's entries.
-    pub(crate) fn snapshot(
+    fn snapshot(
         &mut self,
         state_name: &str,
         type_tag: &'static str,

@@ -275,42 +275,35 @@ impl RestoredOperator<'_> {
         };
         let key_groups: Vec<(u32, &SnapshotFile)> = plan.iter().collect();
         let threads = restore_threads(self.parallelism, key_groups.len());
-        let groups = if threads <= 1 {
-            key_groups
+        // Fewer subtasks than cores: the rest of the cores help, each on a
+        // share of the key groups. Helpers drop the executor's pinning, which
+        // they inherit, or they would all share this subtask's core.
+        let mut shares = key_groups.chunks(key_groups.len().div_ceil(threads).max(1));
+        let own = shares.next().unwrap_or_default();
+        let restore_share = |share: &[(u32, &SnapshotFile)]| {
+            share
                 .iter()
                 .map(restore_group)
-                .collect::<Result<Vec<_>, String>>()?
-        } else {
-            // Fewer subtasks than cores: the rest of the cores help. Their
-            // threads drop the executor's pinning, which they inherit, or
-            // they would all share this subtask's core.
-            let per_thread = key_groups.len().div_ceil(threads);
-            let mut parts = key_groups.chunks(per_thread);
-            let own = parts.next().unwrap_or_default();
-            std::thread::scope(|scope| {
-                let helpers: Vec<_> = parts
-                    .map(|part| {
-                        scope.spawn(|| {
-                            unpin_current_thread();
-                            part.iter()
-                                .map(restore_group)
-                                .collect::<Result<Vec<_>, String>>()
-                        })
-                    })
-                    .collect();
-                let mut groups = own
-                    .iter()
-                    .map(restore_group)
-                    .collect::<Result<Vec<_>, String>>()?;
-                for helper in helpers {
-                    let part = helper
-                        .join()
-                        .map_err(|_| "a restore thread panicked".to_owned())??;
-                    groups.extend(part);
-                }
-                Ok::<_, String>(groups)
-            })?
+                .collect::<Result<Vec<_>, String>>()
         };
+        let groups = std::thread::scope(|scope| {
+            let helpers: Vec<_> = shares
+                .map(|share| {
+                    scope.spawn(|| {
+                        unpin_current_thread();
+                        restore_share(share)
+                    })
+                })
+                .collect();
+            let mut groups = restore_share(own)?;
+            for helper in helpers {
+                let share = helper
+                    .join()
+                    .map_err(|_| "a restore thread panicked".to_owned())??;
+                groups.extend(share);
+            }
+            Ok::<_, String>(groups)
+        })?;
         Ok(KeyGroupedMap::from_key_groups(
             self.key_group_range,
             self.max_parallelism,
@@ -528,15 +521,7 @@ mod tests {
 
     /// The CPUs the calling thread may run on.
     fn own_cores() -> usize {
-        // SAFETY: as in `unpin_current_thread`; pid 0 is the calling thread.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            assert_eq!(
-                libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
-                0
-            );
-            libc::CPU_COUNT(&set) as usize
-        }
+        crate::config::affinity_cores(0).expect("the calling thread's CPU mask")
     }
 
     #[test]

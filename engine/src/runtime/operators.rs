@@ -16,9 +16,7 @@ use rheon_state::key_group::assign_to_key_group;
 use rheon_state::keyed::KeyGroupedMap;
 
 use crate::checkpoint::changelog::ChangelogState;
-use crate::checkpoint::state::{
-    keyed_write, CheckpointedOperator, OperatorParts, RestoredOperator,
-};
+use crate::checkpoint::state::{CheckpointedOperator, OperatorParts, RestoredOperator};
 
 use crate::api::functions::OneInputOperator;
 use crate::error::{TaskError, TaskLocation, TaskResult};
@@ -311,13 +309,13 @@ where
 {
     fn snapshot_state(&mut self, checkpoint_id: u64, parts: &mut OperatorParts) -> TaskResult {
         let type_tag = std::any::type_name::<(K, T)>();
-        parts.keyed.push(match parts.incremental {
-            Some(ratio) => {
-                self.changelog
-                    .snapshot("reduce", type_tag, &mut self.state, checkpoint_id, ratio)
-            }
-            None => keyed_write("reduce", type_tag, self.state.fork()),
-        });
+        parts.keyed.push(self.changelog.write(
+            "reduce",
+            type_tag,
+            &mut self.state,
+            checkpoint_id,
+            parts.incremental,
+        ));
         Ok(())
     }
     fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> TaskResult {
@@ -340,13 +338,13 @@ where
 {
     fn snapshot_state(&mut self, checkpoint_id: u64, parts: &mut OperatorParts) -> TaskResult {
         let type_tag = std::any::type_name::<(K, N)>();
-        parts.keyed.push(match parts.incremental {
-            Some(ratio) => {
-                self.changelog
-                    .snapshot("sum", type_tag, &mut self.state, checkpoint_id, ratio)
-            }
-            None => keyed_write("sum", type_tag, self.state.fork()),
-        });
+        parts.keyed.push(self.changelog.write(
+            "sum",
+            type_tag,
+            &mut self.state,
+            checkpoint_id,
+            parts.incremental,
+        ));
         Ok(())
     }
     fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> TaskResult {

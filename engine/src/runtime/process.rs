@@ -24,9 +24,7 @@ use rheon_state::keyed::KeyGroupedMap;
 
 use crate::api::functions::{KeyedContext, KeyedProcessFunction, OperatorContext, ValueStateRef};
 use crate::checkpoint::changelog::ChangelogState;
-use crate::checkpoint::state::{
-    keyed_write, CheckpointedOperator, OperatorParts, RestoredOperator,
-};
+use crate::checkpoint::state::{CheckpointedOperator, OperatorParts, RestoredOperator};
 use crate::error::{TaskError, TaskLocation, TaskResult};
 use crate::runtime::collector::{guarded, BoxCollector, Collector, Emitter, Shared};
 use crate::runtime::timers::{
@@ -235,44 +233,30 @@ where
     fn snapshot_state(&mut self, checkpoint_id: u64, parts: &mut OperatorParts) -> TaskResult {
         let values_tag = std::any::type_name::<(K, P::State)>();
         let timers_tag = std::any::type_name::<(K, Vec<i64>)>();
-        let Some(ratio) = parts.incremental else {
-            parts
-                .keyed
-                .push(keyed_write("values", values_tag, self.state.fork()));
-            parts.keyed.push(keyed_write(
+        let (logs, incremental) = (&mut self.changelogs, parts.incremental);
+        parts.keyed.extend([
+            logs.values.write(
+                "values",
+                values_tag,
+                &mut self.state,
+                checkpoint_id,
+                incremental,
+            ),
+            logs.event_timers.write(
                 "event-timers",
                 timers_tag,
-                self.event_timers.fork(),
-            ));
-            parts.keyed.push(keyed_write(
+                self.event_timers.per_key_mut(),
+                checkpoint_id,
+                incremental,
+            ),
+            logs.processing_timers.write(
                 "processing-timers",
                 timers_tag,
-                self.processing_timers.fork(),
-            ));
-            return Ok(());
-        };
-        let logs = &mut self.changelogs;
-        parts.keyed.push(logs.values.snapshot(
-            "values",
-            values_tag,
-            &mut self.state,
-            checkpoint_id,
-            ratio,
-        ));
-        parts.keyed.push(logs.event_timers.snapshot(
-            "event-timers",
-            timers_tag,
-            self.event_timers.per_key_mut(),
-            checkpoint_id,
-            ratio,
-        ));
-        parts.keyed.push(logs.processing_timers.snapshot(
-            "processing-timers",
-            timers_tag,
-            self.processing_timers.per_key_mut(),
-            checkpoint_id,
-            ratio,
-        ));
+                self.processing_timers.per_key_mut(),
+                checkpoint_id,
+                incremental,
+            ),
+        ]);
         Ok(())
     }
 

@@ -204,16 +204,11 @@ impl<K: Hash + Eq + Clone> KeyedTimers<K> {
         Some((time, key_group, key))
     }
 
-    /// The live timers per key, for an incremental checkpoint: every change
-    /// goes through `insert`, `remove` or `log_key`, so its changelog stays
-    /// complete.
+    /// The live timers per key, what a checkpoint writes. Every change goes
+    /// through `insert`, `remove` or `log_key`, so a changelog of the map
+    /// stays complete.
     pub(crate) fn per_key_mut(&mut self) -> &mut KeyGroupedMap<K, Vec<i64>> {
         &mut self.per_key
-    }
-
-    /// The live timers per key, forked for a snapshot (copy-on-write).
-    pub(crate) fn fork(&self) -> rheon_state::keyed::KeyGroupedFork<K, Vec<i64>> {
-        self.per_key.fork()
     }
 
     /// Replaces every timer with the live timers per key of a snapshot.
@@ -285,7 +280,7 @@ mod tests {
         t.register(2, &20, 10);
         t.register(2, &20, 40);
         t.delete(2, &20, 40);
-        let fork = t.fork();
+        let fork = t.per_key_mut().fork();
         let mut map = KeyGroupedMap::new(KeyGroupRange::new(0, 127), 128);
         for key_group in 0..128 {
             for (key, times) in fork.key_group(key_group) {

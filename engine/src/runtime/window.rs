@@ -761,13 +761,14 @@ where
         parts: &mut crate::checkpoint::state::OperatorParts,
     ) -> TaskResult {
         let type_tag = std::any::type_name::<(K, Vec<(TimeWindow, W::Acc)>)>();
-        parts.keyed.push(match parts.incremental {
-            Some(ratio) if W::LOG_CHANGES => {
-                self.changelog
-                    .snapshot("windows", type_tag, &mut self.state, checkpoint_id, ratio)
-            }
-            _ => crate::checkpoint::state::keyed_write("windows", type_tag, self.state.fork()),
-        });
+        let incremental = parts.incremental.filter(|_| W::LOG_CHANGES);
+        parts.keyed.push(self.changelog.write(
+            "windows",
+            type_tag,
+            &mut self.state,
+            checkpoint_id,
+            incremental,
+        ));
         Ok(())
     }
 
