@@ -13,9 +13,13 @@
 //!   checkpoint are kept until a checkpoint that holds them completes.
 //! - A change the map could not log (a `get_mut`, an `entry`, a `clear`)
 //!   forces full snapshots until one taken after it completes.
-//! - The chain's deltas are bounded: when their entries pass `ratio` times
-//!   the base's, the next checkpoint writes a base. That bounds both what a
-//!   restore replays and the logs' memory.
+//! - What a restore replays is bounded: when the chain's entries (the base's
+//!   plus the deltas') pass `1 + ratio` times the state's current entries, the
+//!   next checkpoint writes a base. A growing state's deltas are mostly new
+//!   keys, as cheap to replay as a base's entries, so it writes no new bases
+//!   while it grows; a state of steady size writes one each time its deltas
+//!   reach `ratio` times its size. That bounds both restores and the logs'
+//!   memory.
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
@@ -104,8 +108,8 @@ where
 
     /// The synchronous part of checkpoint `checkpoint_id` for `map`: a delta
     /// of the logs since the confirmed chain, or a base (a copy-on-write fork)
-    /// when there is no chain to extend, a log was incomplete, or the deltas
-    /// would pass `ratio` times the base's entries.
+    /// when there is no chain to extend, a log was incomplete, or the chain
+    /// would pass `1 + ratio` times the map's entries (see [`replays_within`]).
     fn snapshot(
         &mut self,
         state_name: &str,
@@ -134,9 +138,8 @@ where
         }
         let delta_base = self.confirmed.as_ref().filter(|c| {
             let unbroken = self.broken_at.is_none_or(|at| c.chain.base >= at);
-            let small = (c.delta_entries + unconfirmed) as f64
-                <= ratio * c.base_entries.max(MIN_BASE_ENTRIES) as f64;
-            unbroken && small
+            let chain_entries = c.base_entries + c.delta_entries + unconfirmed;
+            unbroken && replays_within(chain_entries, map.len(), ratio)
         });
         match delta_base {
             None => {
@@ -181,9 +184,16 @@ where
     }
 }
 
-/// A base smaller than this counts as this big when weighing deltas, so a
-/// tiny state is not rewritten at every checkpoint for a handful of changes.
-const MIN_BASE_ENTRIES: usize = 4096;
+/// A state smaller than this counts as this big when weighing its chain, so
+/// a tiny state is not rewritten at every checkpoint for a handful of changes.
+const MIN_STATE_ENTRIES: usize = 4096;
+
+/// Whether a chain of `chain_entries` (base and deltas) may grow on for a
+/// state of `state_entries`: a restore then replays at most `1 + ratio` times
+/// what a base written now would hold.
+fn replays_within(chain_entries: usize, state_entries: usize, ratio: f64) -> bool {
+    chain_entries as f64 <= (1.0 + ratio) * state_entries.max(MIN_STATE_ENTRIES) as f64
+}
 
 /// The type tag of changelog files: entries are `(K, Option<V>)`, `None` for
 /// a removed key. Still an encoded file (the tag starts with `codec:`).
@@ -226,5 +236,81 @@ where
             .map(|_| ())
             .map_err(|e| e.to_string())
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rheon_state::key_group::KeyGroupRange;
+
+    /// Takes checkpoint `id` of `map` (completing it) and returns its chain.
+    fn checkpoint(
+        state: &mut ChangelogState<u64, u64>,
+        map: &mut KeyGroupedMap<u64, u64>,
+        id: u64,
+    ) -> Chain {
+        let write = state.write("sum", "u64", map, id, Some(1.0));
+        state.notify_complete(id);
+        write.chain.expect("an incremental write has a chain")
+    }
+
+    #[test]
+    fn a_growing_state_extends_its_chain_and_a_steady_one_rebases_at_the_ratio() {
+        let mut map = KeyGroupedMap::new(KeyGroupRange::new(0, 0), 1);
+        let mut state = ChangelogState::default();
+        let mut next_key = 0;
+        let mut grow = |map: &mut KeyGroupedMap<u64, u64>, n: u64| {
+            for _ in 0..n {
+                map.insert(0, next_key, 1);
+                next_key += 1;
+            }
+        };
+        grow(&mut map, 10_000);
+        assert_eq!(
+            checkpoint(&mut state, &mut map, 1),
+            Chain {
+                base: 1,
+                deltas: vec![]
+            }
+        );
+        // Doubling the state at every checkpoint: the deltas are new keys,
+        // and the chain never holds more than twice the state.
+        for id in 2..=5 {
+            let len = map.len() as u64;
+            grow(&mut map, len);
+            let chain = checkpoint(&mut state, &mut map, id);
+            assert_eq!(
+                chain,
+                Chain {
+                    base: 1,
+                    deltas: (2..=id).collect()
+                }
+            );
+        }
+        // Steady size (160 000 keys, chain 160 000): overwriting a quarter of
+        // the keys per checkpoint, the fifth such delta would pass twice the
+        // state, so that checkpoint writes a base.
+        let len = map.len() as u64;
+        for id in 6..=9 {
+            for key in 0..len / 4 {
+                map.insert(0, key, 2);
+            }
+            assert_eq!(
+                checkpoint(&mut state, &mut map, id).base,
+                1,
+                "checkpoint {id}"
+            );
+        }
+        for key in 0..len / 4 {
+            map.insert(0, key, 3);
+        }
+        assert_eq!(
+            checkpoint(&mut state, &mut map, 10),
+            Chain {
+                base: 10,
+                deltas: vec![]
+            }
+        );
     }
 }

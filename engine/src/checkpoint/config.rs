@@ -54,10 +54,13 @@ pub struct CheckpointConfig {
     /// writes only the changes since the last completed one, into the
     /// root's `shared` directory; other keyed states stay full.
     pub incremental: bool,
-    /// With `incremental`: once a state's deltas since its last full snapshot
-    /// hold more than this many times the full snapshot's entries, the next
-    /// checkpoint writes a full one. Lower restores faster (less to replay);
-    /// higher writes less.
+    /// With `incremental`: once what a restore of a state would replay (its
+    /// last full snapshot's entries and the deltas' since) passes `1 + ratio`
+    /// times the state's entries, the next checkpoint writes a full one. A
+    /// growing state's deltas are mostly new keys, so it writes no full
+    /// snapshot while it grows; one of steady size writes one each time its
+    /// deltas reach `ratio` times its size. Lower restores faster (less to
+    /// replay); higher writes less.
     pub materialize_ratio: f64,
 }
 
