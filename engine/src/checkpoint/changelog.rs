@@ -13,6 +13,9 @@
 //!   checkpoint are kept until a checkpoint that holds them completes.
 //! - A change the map could not log (a `get_mut`, an `entry`, a `clear`)
 //!   forces full snapshots until one taken after it completes.
+//! - A checkpoint of a state with no change since the confirmed one writes
+//!   no file: it references the confirmed chain. A chain holds at most
+//!   `MAX_CHAIN_DELTAS` deltas.
 //! - What a restore replays is bounded: when the chain's entries (the base's
 //!   plus the deltas') pass `1 + ratio` times the state's current entries, the
 //!   next checkpoint writes a base. A growing state's deltas are mostly new
@@ -139,7 +142,8 @@ where
         let delta_base = self.confirmed.as_ref().filter(|c| {
             let unbroken = self.broken_at.is_none_or(|at| c.chain.base >= at);
             let chain_entries = c.base_entries + c.delta_entries + unconfirmed;
-            unbroken && replays_within(chain_entries, map.len(), ratio)
+            let files_left = c.chain.deltas.len() < MAX_CHAIN_DELTAS || unconfirmed == 0;
+            unbroken && files_left && replays_within(chain_entries, map.len(), ratio)
         });
         match delta_base {
             None => {
@@ -156,6 +160,18 @@ where
                 let mut write = keyed_write(state_name, type_tag, map.fork());
                 write.chain = Some(chain);
                 write
+            }
+            Some(base) if unconfirmed == 0 => {
+                // Nothing changed since the confirmed checkpoint: its files
+                // hold this one's state too.
+                let counted = base.clone();
+                let chain = counted.chain.clone();
+                self.pending.insert(checkpoint_id, counted);
+                KeyedWrite {
+                    state_name: state_name.to_owned(),
+                    chain: Some(chain),
+                    write: None,
+                }
             }
             Some(base) => {
                 let mut counted = base.clone();
@@ -183,6 +199,10 @@ where
         self.segments.retain(|&(id, _)| id > checkpoint_id);
     }
 }
+
+/// A chain holds at most this many deltas, so a trickle of changes to a
+/// large state cannot make a restore open thousands of files.
+const MAX_CHAIN_DELTAS: usize = 64;
 
 /// A state smaller than this counts as this big when weighing its chain, so
 /// a tiny state is not rewritten at every checkpoint for a handful of changes.
@@ -218,7 +238,7 @@ where
     KeyedWrite {
         state_name: state_name.to_owned(),
         chain: None,
-        write: Box::new(move |path: &Path| {
+        write: Some(Box::new(move |path: &Path| {
             let meta = SnapshotMeta::new(name, delta_type_tag(type_tag), max_parallelism, range);
             let mut buffer = Vec::new();
             rheon_state::snapshot::writer::write_encoded_atomically(path, meta, |mut writer| {
@@ -235,7 +255,7 @@ where
             })
             .map(|_| ())
             .map_err(|e| e.to_string())
-        }),
+        })),
     }
 }
 
@@ -244,15 +264,82 @@ mod tests {
     use super::*;
     use rheon_state::key_group::KeyGroupRange;
 
-    /// Takes checkpoint `id` of `map` (completing it) and returns its chain.
+    /// Takes checkpoint `id` of `map` (completing it) and returns its chain
+    /// and whether it writes a file.
+    fn checkpoint_writes(
+        state: &mut ChangelogState<u64, u64>,
+        map: &mut KeyGroupedMap<u64, u64>,
+        id: u64,
+    ) -> (Chain, bool) {
+        let write = state.write("sum", "u64", map, id, Some(1.0));
+        state.notify_complete(id);
+        let chain = write.chain.expect("an incremental write has a chain");
+        (chain, write.write.is_some())
+    }
+
     fn checkpoint(
         state: &mut ChangelogState<u64, u64>,
         map: &mut KeyGroupedMap<u64, u64>,
         id: u64,
     ) -> Chain {
-        let write = state.write("sum", "u64", map, id, Some(1.0));
-        state.notify_complete(id);
-        write.chain.expect("an incremental write has a chain")
+        checkpoint_writes(state, map, id).0
+    }
+
+    #[test]
+    fn an_unchanged_state_writes_no_file_and_a_trickle_of_changes_rebases_at_the_cap() {
+        let mut map = KeyGroupedMap::new(KeyGroupRange::new(0, 0), 1);
+        let mut state = ChangelogState::default();
+        for key in 0..100_000 {
+            map.insert(0, key, 0);
+        }
+        assert_eq!(
+            checkpoint_writes(&mut state, &mut map, 1),
+            (
+                Chain {
+                    base: 1,
+                    deltas: vec![]
+                },
+                true
+            )
+        );
+        // Idle: every checkpoint references the base, and writes nothing.
+        for id in 2..=200 {
+            let unchanged = (
+                Chain {
+                    base: 1,
+                    deltas: vec![],
+                },
+                false,
+            );
+            assert_eq!(checkpoint_writes(&mut state, &mut map, id), unchanged);
+        }
+        // One change a checkpoint: a delta each, up to the cap, far below
+        // the ratio; then a base.
+        for (n, id) in (201..).take(MAX_CHAIN_DELTAS).enumerate() {
+            map.insert(0, n as u64, 1);
+            let (chain, writes) = checkpoint_writes(&mut state, &mut map, id);
+            assert_eq!((chain.base, chain.deltas.len(), writes), (1, n + 1, true));
+        }
+        map.insert(0, 7, 2);
+        let id = 201 + MAX_CHAIN_DELTAS as u64;
+        assert_eq!(
+            checkpoint_writes(&mut state, &mut map, id),
+            (
+                Chain {
+                    base: id,
+                    deltas: vec![]
+                },
+                true
+            )
+        );
+        // A full chain that sees no change still writes nothing.
+        for n in 0..MAX_CHAIN_DELTAS as u64 {
+            map.insert(0, n, 3);
+            checkpoint(&mut state, &mut map, id + 1 + n);
+        }
+        let last = id + MAX_CHAIN_DELTAS as u64;
+        let (chain, writes) = checkpoint_writes(&mut state, &mut map, last + 1);
+        assert_eq!((chain.deltas.last(), writes), (Some(&last), false));
     }
 
     #[test]

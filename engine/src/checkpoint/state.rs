@@ -31,8 +31,10 @@ pub(crate) type WriteStateFile = Box<dyn FnOnce(&Path) -> Result<(), String> + S
 /// The keyed state of one operator, forked, and how to write it.
 pub(crate) struct KeyedWrite {
     pub(crate) state_name: String,
-    /// Writes the state file at the given path (atomically).
-    pub(crate) write: WriteStateFile,
+    /// Writes the state file at the given path (atomically); `None` when
+    /// the `chain`'s files are all written already (an incremental
+    /// checkpoint of a state that did not change).
+    pub(crate) write: Option<WriteStateFile>,
     /// For an incremental checkpoint, the chain this write ends (a base, or
     /// the last delta), whose files sit in the root's shared directory;
     /// `None`: one full file in the checkpoint directory.
@@ -453,7 +455,7 @@ where
     KeyedWrite {
         state_name: state_name.to_owned(),
         chain: None,
-        write: Box::new(move |path: &Path| {
+        write: Some(Box::new(move |path: &Path| {
             let range = fork.key_group_range();
             let meta = SnapshotMeta::new(
                 name,
@@ -472,7 +474,7 @@ where
             })
             .map(|_| ())
             .map_err(|e| e.to_string())
-        }),
+        })),
     }
 }
 

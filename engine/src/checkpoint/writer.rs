@@ -188,8 +188,10 @@ fn write_files(
                     (path, files)
                 }
             };
-            (state.write)(&path)?;
-            bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if let Some(write) = state.write {
+                write(&path)?;
+                bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            }
             keyed.push(files);
         }
         bytes += operator
