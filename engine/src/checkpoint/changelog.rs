@@ -33,7 +33,7 @@ use rheon_net::codec::Codec;
 use rheon_state::keyed::{Changelog, KeyGroupedMap};
 use rheon_state::snapshot::SnapshotMeta;
 
-use super::state::{encode_section, keyed_write, KeyedWrite};
+use super::state::{encode_section, keyed_write, KeyedWrite, WriteStateFile};
 
 /// The files of one subtask's keyed state at one checkpoint: a base and the
 /// deltas after it, by the ids of the checkpoints that wrote them (the writer
@@ -145,7 +145,7 @@ where
             let files_left = c.chain.deltas.len() < MAX_CHAIN_DELTAS || unconfirmed == 0;
             unbroken && files_left && replays_within(chain_entries, map.len(), ratio)
         });
-        match delta_base {
+        let (counted, write) = match delta_base {
             None => {
                 let counted = Counted {
                     chain: Chain {
@@ -155,36 +155,29 @@ where
                     base_entries: map.len(),
                     delta_entries: 0,
                 };
-                let chain = counted.chain.clone();
-                self.pending.insert(checkpoint_id, counted);
-                let mut write = keyed_write(state_name, type_tag, map.fork());
-                write.chain = Some(chain);
-                write
+                (counted, keyed_write(state_name, type_tag, map.fork()).write)
             }
-            Some(base) if unconfirmed == 0 => {
-                // Nothing changed since the confirmed checkpoint: its files
-                // hold this one's state too.
-                let counted = base.clone();
-                let chain = counted.chain.clone();
-                self.pending.insert(checkpoint_id, counted);
-                KeyedWrite {
-                    state_name: state_name.to_owned(),
-                    chain: Some(chain),
-                    write: None,
-                }
-            }
+            // Nothing changed since the confirmed checkpoint: its files hold
+            // this one's state too, and nothing is written.
+            Some(base) if unconfirmed == 0 => (base.clone(), None),
             Some(base) => {
                 let mut counted = base.clone();
                 counted.chain.deltas.push(checkpoint_id);
                 counted.delta_entries += unconfirmed;
-                let chain = counted.chain.clone();
-                self.pending.insert(checkpoint_id, counted);
                 let segments: Vec<Segment<K, V>> =
                     self.segments.iter().map(|(_, s)| Arc::clone(s)).collect();
-                let mut write = delta_write(state_name, type_tag, map, segments);
-                write.chain = Some(chain);
-                write
+                (
+                    counted,
+                    Some(delta_write(state_name, type_tag, map, segments)),
+                )
             }
+        };
+        let chain = Some(counted.chain.clone());
+        self.pending.insert(checkpoint_id, counted);
+        KeyedWrite {
+            state_name: state_name.to_owned(),
+            chain,
+            write,
         }
     }
 
@@ -228,35 +221,31 @@ fn delta_write<K, V>(
     type_tag: &'static str,
     map: &KeyGroupedMap<K, V>,
     segments: Vec<Segment<K, V>>,
-) -> KeyedWrite
+) -> WriteStateFile
 where
     K: Codec + Hash + Eq + Send + Sync + 'static,
     V: Codec + Send + Sync + 'static,
 {
     let name = state_name.to_owned();
     let (range, max_parallelism) = (map.key_group_range(), map.max_parallelism());
-    KeyedWrite {
-        state_name: state_name.to_owned(),
-        chain: None,
-        write: Some(Box::new(move |path: &Path| {
-            let meta = SnapshotMeta::new(name, delta_type_tag(type_tag), max_parallelism, range);
-            let mut buffer = Vec::new();
-            rheon_state::snapshot::writer::write_encoded_atomically(path, meta, |mut writer| {
-                for (index, key_group) in range.iter().enumerate() {
-                    let entries = || {
-                        segments
-                            .iter()
-                            .flat_map(|s| s.groups[index].iter().map(|(k, v)| (k, v)))
-                    };
-                    let count = encode_section(&mut buffer, entries);
-                    writer.write_key_group_encoded(key_group, count, &buffer)?;
-                }
-                writer.finish()
-            })
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-        })),
-    }
+    Box::new(move |path: &Path| {
+        let meta = SnapshotMeta::new(name, delta_type_tag(type_tag), max_parallelism, range);
+        let mut buffer = Vec::new();
+        rheon_state::snapshot::writer::write_encoded_atomically(path, meta, |mut writer| {
+            for (index, key_group) in range.iter().enumerate() {
+                let entries = || {
+                    segments
+                        .iter()
+                        .flat_map(|s| s.groups[index].iter().map(|(k, v)| (k, v)))
+                };
+                let count = encode_section(&mut buffer, entries);
+                writer.write_key_group_encoded(key_group, count, &buffer)?;
+            }
+            writer.finish()
+        })
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    })
 }
 
 #[cfg(test)]
@@ -277,6 +266,14 @@ mod tests {
         (chain, write.write.is_some())
     }
 
+    /// A chain of a base alone.
+    fn base(id: u64) -> Chain {
+        Chain {
+            base: id,
+            deltas: Vec::new(),
+        }
+    }
+
     fn checkpoint(
         state: &mut ChangelogState<u64, u64>,
         map: &mut KeyGroupedMap<u64, u64>,
@@ -292,25 +289,10 @@ mod tests {
         for key in 0..100_000 {
             map.insert(0, key, 0);
         }
-        assert_eq!(
-            checkpoint_writes(&mut state, &mut map, 1),
-            (
-                Chain {
-                    base: 1,
-                    deltas: vec![]
-                },
-                true
-            )
-        );
+        assert_eq!(checkpoint_writes(&mut state, &mut map, 1), (base(1), true));
         // Idle: every checkpoint references the base, and writes nothing.
         for id in 2..=200 {
-            let unchanged = (
-                Chain {
-                    base: 1,
-                    deltas: vec![],
-                },
-                false,
-            );
+            let unchanged = (base(1), false);
             assert_eq!(checkpoint_writes(&mut state, &mut map, id), unchanged);
         }
         // One change a checkpoint: a delta each, up to the cap, far below
@@ -324,13 +306,7 @@ mod tests {
         let id = 201 + MAX_CHAIN_DELTAS as u64;
         assert_eq!(
             checkpoint_writes(&mut state, &mut map, id),
-            (
-                Chain {
-                    base: id,
-                    deltas: vec![]
-                },
-                true
-            )
+            (base(id), true)
         );
         // A full chain that sees no change still writes nothing.
         for n in 0..MAX_CHAIN_DELTAS as u64 {
@@ -354,13 +330,7 @@ mod tests {
             }
         };
         grow(&mut map, 10_000);
-        assert_eq!(
-            checkpoint(&mut state, &mut map, 1),
-            Chain {
-                base: 1,
-                deltas: vec![]
-            }
-        );
+        assert_eq!(checkpoint(&mut state, &mut map, 1), base(1));
         // Doubling the state at every checkpoint: the deltas are new keys,
         // and the chain never holds more than twice the state.
         for id in 2..=5 {
@@ -392,12 +362,6 @@ mod tests {
         for key in 0..len / 4 {
             map.insert(0, key, 3);
         }
-        assert_eq!(
-            checkpoint(&mut state, &mut map, 10),
-            Chain {
-                base: 10,
-                deltas: vec![]
-            }
-        );
+        assert_eq!(checkpoint(&mut state, &mut map, 10), base(10));
     }
 }

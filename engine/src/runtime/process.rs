@@ -88,7 +88,6 @@ where
     ctx.checkpointed(op)
 }
 
-/// What the user function is called for.
 /// The incremental-checkpoint bookkeeping of a keyed process function's
 /// three keyed states.
 struct Changelogs<K, S> {
@@ -107,6 +106,7 @@ impl<K, S> Default for Changelogs<K, S> {
     }
 }
 
+/// What the user function is called for.
 enum Call<I> {
     Element(I),
     Timer(i64, TimeDomain),
