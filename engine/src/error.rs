@@ -63,6 +63,14 @@ pub enum TaskError {
         location: TaskLocation,
         message: String,
     },
+    /// The program cannot run on the state it restores (a checkpointed state
+    /// it no longer declares): a restart would fail the same way, so the job
+    /// fails without one (Flink's `SuppressRestartsException`).
+    #[error("{location} cannot restore the checkpoint: {message}")]
+    IncompatibleState {
+        location: TaskLocation,
+        message: String,
+    },
     #[error("{location} was cancelled")]
     Cancelled { location: TaskLocation },
 }
@@ -76,6 +84,30 @@ impl TaskError {
         })
     }
 
+    /// The operator at `location` cannot take over the restored state.
+    pub(crate) fn incompatible_state(
+        location: &TaskLocation,
+        message: impl Into<String>,
+    ) -> Box<Self> {
+        Box::new(TaskError::IncompatibleState {
+            location: location.clone(),
+            message: message.into(),
+        })
+    }
+
+    /// Whether restarting cannot help: the job fails at once.
+    pub(crate) fn suppresses_restarts(&self) -> bool {
+        matches!(self, TaskError::IncompatibleState { .. })
+    }
+
+    /// A user function at `location` returned an error.
+    pub(crate) fn user_function(location: &TaskLocation, message: impl Into<String>) -> Box<Self> {
+        Box::new(TaskError::UserFunction {
+            location: location.clone(),
+            message: message.into(),
+        })
+    }
+
     pub fn location(&self) -> &TaskLocation {
         match self {
             TaskError::UserFunction { location, .. }
@@ -83,6 +115,7 @@ impl TaskError {
             | TaskError::Sink { location, .. }
             | TaskError::Network { location, .. }
             | TaskError::Checkpoint { location, .. }
+            | TaskError::IncompatibleState { location, .. }
             | TaskError::Cancelled { location } => location,
         }
     }

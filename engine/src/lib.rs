@@ -22,6 +22,10 @@ pub use api::functions::{
     CheckpointedFunction, KeyedContext, KeyedProcessFunction, OneInputOperator, OperatorContext,
     OperatorStateRestore, SourceFunction, SourcePoll, ValueStateRef,
 };
+pub use api::state::{
+    AggregateFunction, AggregatingState, KeyedStates, ListState, MapState, ReducingState,
+    ValueState,
+};
 pub use api::stream::{
     CollectHandle, DataStream, DataStreamSink, KeyedStream, LateData, WindowedStream,
 };

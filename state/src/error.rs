@@ -1,6 +1,6 @@
 //! Typed errors of the state crate. Each variant carries the values a caller needs to
 //! report the problem or act on it (the offending parallelism, the state's name, the
-//! snapshot file and key group). [`StateError`] covers configuration and registration;
+//! snapshot file and key group). [`StateError`] covers configuration;
 //! [`SnapshotError`] covers snapshot files, separating I/O from corruption.
 
 use std::io;
@@ -33,13 +33,6 @@ pub enum StateError {
         parallelism: u32,
         /// The max parallelism it must not exceed.
         max_parallelism: u32,
-    },
-    /// A state of this name is already registered with other key or value types (or is
-    /// another kind of state).
-    #[error("state {name:?} is already registered with other key or value types")]
-    TypeMismatch {
-        /// The state's name.
-        name: String,
     },
 }
 

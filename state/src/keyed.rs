@@ -1,7 +1,7 @@
 //! Keyed state of one subtask: [`KeyGroupedMap`] stores a state's entries in one hash map
 //! per owned key group, so a snapshot can write (and a restore after rescaling can read)
-//! whole key groups; [`KeyedStateBackend`] is the registry of a subtask's named states, so
-//! snapshots can find them all.
+//! whole key groups. (The engine's `api::state` builds a keyed process function's named
+//! states on it.)
 //!
 //! Each key group's map sits behind an `Arc`, which makes checkpoints copy-on-write:
 //! [`KeyGroupedMap::fork`] (the synchronous part of a checkpoint, O(key groups)) hands out
@@ -11,26 +11,20 @@
 //! (`Arc::make_mut`), and [`KeyGroupedFork::release`] lets the writer give a key group
 //! back as soon as it is written, so later writes to it do not copy.
 //!
-//! Handles to registered states are `Rc<RefCell<..>>`, so the backend and its handles are
-//! `!Send` by construction: keyed state belongs to the executor that runs the subtask and
-//! never crosses cores. Only a fork crosses, frozen.
+//! Keyed state belongs to the executor that runs the subtask and never crosses cores:
+//! only a fork crosses, frozen.
 //!
 //! A key group outside the subtask's range is a partitioning bug, not an operating error:
 //! every access asserts it, in release builds too, with a message naming the key group
 //! and the range.
 
-use std::any::Any;
-use std::cell::RefCell;
 use std::collections::hash_map::Entry;
-use std::collections::BTreeMap;
 use std::hash::Hash;
-use std::rc::Rc;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::error::StateError;
-use crate::key_group::{assign_to_key_group, check_parallelism, KeyGroupRange};
+use crate::key_group::{check_parallelism, KeyGroupRange};
 
 /// Keyed state storage for one subtask, partitioned by key group: one hash map per owned
 /// key group, at index `key_group - range.start`, each behind an `Arc` so that
@@ -62,6 +56,9 @@ pub struct KeyGroupedMap<K, V> {
     max_parallelism: u32,
     groups: Vec<Arc<FxHashMap<K, V>>>,
     log: Option<Box<Changelog<K, V>>>,
+    /// With a changelog: per key group, the keys [`log_key`](Self::log_key) marked,
+    /// whose values [`take_changelog`](Self::take_changelog) logs.
+    marked: Vec<FxHashSet<K>>,
 }
 
 impl<K, V> Clone for KeyGroupedMap<K, V> {
@@ -72,6 +69,7 @@ impl<K, V> Clone for KeyGroupedMap<K, V> {
             max_parallelism: self.max_parallelism,
             groups: self.groups.clone(),
             log: None,
+            marked: Vec::new(),
         }
     }
 }
@@ -121,6 +119,7 @@ impl<K: Hash + Eq, V> KeyGroupedMap<K, V> {
             max_parallelism,
             groups,
             log: None,
+            marked: Vec::new(),
         }
     }
 
@@ -149,6 +148,7 @@ impl<K: Hash + Eq, V> KeyGroupedMap<K, V> {
             max_parallelism,
             groups,
             log: None,
+            marked: Vec::new(),
         }
     }
 
@@ -277,13 +277,26 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyGroupedMap<K, V> {
         Arc::make_mut(group).get_mut(key)
     }
 
-    /// With a changelog, logs the current value of `key` (or its removal if it has
-    /// none), for changes made through [`get_mut_untracked`](Self::get_mut_untracked).
+    /// With a changelog, marks `key` so that the next [`take_changelog`](Self::take_changelog)
+    /// logs its value as it is then (or its removal if it has none), for changes made
+    /// through [`get_mut_untracked`](Self::get_mut_untracked) or
+    /// [`insert_untracked`](Self::insert_untracked). Marking is a set lookup: a value
+    /// changed many times between two takes is cloned once, at the take.
     pub fn log_key(&mut self, key_group: u32, key: &K) {
         if self.log.is_some() {
-            let value = self.get(key_group, key).cloned();
-            self.log_change(key_group, key.clone(), value);
+            let index = self.index(key_group);
+            let marked = &mut self.marked[index];
+            if !marked.contains(key) {
+                marked.insert(key.clone());
+            }
         }
+    }
+
+    /// Sets the value of `key` in `key_group` without logging it, returning the
+    /// previous value: the caller calls [`log_key`](Self::log_key) for `key` (before
+    /// the next take). Copies the key group's map if a fork shares it.
+    pub fn insert_untracked(&mut self, key_group: u32, key: K, value: V) -> Option<V> {
+        self.group_mut(key_group).insert(key, value)
     }
 
     /// Sets the value of `key` in `key_group`, returning the previous value. Copies the
@@ -387,6 +400,7 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyGroupedMap<K, V> {
     pub fn enable_changelog(&mut self) {
         if self.log.is_none() {
             self.log = Some(Box::new(Changelog::new(self.groups.len())));
+            self.marked = self.groups.iter().map(|_| FxHashSet::default()).collect();
         }
     }
 
@@ -402,6 +416,14 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyGroupedMap<K, V> {
     /// steady write rate does not grow (and copy) the logs again at every checkpoint.
     pub fn take_changelog(&mut self) -> Option<Changelog<K, V>> {
         let log = self.log.as_mut()?;
+        // Marked keys go last: their values now are the newest change.
+        for (index, marked) in self.marked.iter_mut().enumerate() {
+            let map_len = self.groups[index].len();
+            for key in marked.drain() {
+                let value = self.groups[index].get(&key).cloned();
+                log.push(index, map_len, key, value);
+            }
+        }
         let fresh = Changelog {
             groups: log
                 .groups
@@ -562,82 +584,10 @@ fn assert_range_fits(range: KeyGroupRange, max_parallelism: u32) {
     );
 }
 
-/// A value state: one optional value per key. Shared between the operator that uses it
-/// and the [`KeyedStateBackend`] that snapshots it.
-pub type ValueState<K, V> = Rc<RefCell<KeyGroupedMap<K, V>>>;
-
-/// A subtask's keyed state backend: a registry of named states, so snapshots (later
-/// issue) can find them all.
-#[derive(Debug)]
-pub struct KeyedStateBackend {
-    range: KeyGroupRange,
-    max_parallelism: u32,
-    /// Name -> the state's handle (a `ValueState<K, V>`), type-erased.
-    states: BTreeMap<String, Rc<dyn Any>>,
-}
-
-impl KeyedStateBackend {
-    /// An empty backend for the key groups in `range`, out of `max_parallelism`.
-    ///
-    /// Panics under the same conditions as [`KeyGroupedMap::new`].
-    pub fn new(range: KeyGroupRange, max_parallelism: u32) -> Self {
-        assert_range_fits(range, max_parallelism);
-        Self {
-            range,
-            max_parallelism,
-            states: BTreeMap::new(),
-        }
-    }
-
-    /// The key groups this subtask owns.
-    pub fn key_group_range(&self) -> KeyGroupRange {
-        self.range
-    }
-
-    /// The total number of key groups of the job's keyed state.
-    pub fn max_parallelism(&self) -> u32 {
-        self.max_parallelism
-    }
-
-    /// The key group of `key` under this backend's max parallelism.
-    pub fn key_group_of<K: Hash + ?Sized>(&self, key: &K) -> u32 {
-        assign_to_key_group(key, self.max_parallelism)
-    }
-
-    /// Registers (or returns the existing) value state of this name. Every call with the
-    /// same name and types returns a handle to the same map.
-    ///
-    /// Fails with [`StateError::TypeMismatch`] if the name is registered with other key or
-    /// value types.
-    pub fn value_state<K: Hash + Eq + 'static, V: 'static>(
-        &mut self,
-        name: &str,
-    ) -> Result<ValueState<K, V>, StateError> {
-        if let Some(existing) = self.states.get(name) {
-            return Rc::clone(existing)
-                .downcast::<RefCell<KeyGroupedMap<K, V>>>()
-                .map_err(|_| StateError::TypeMismatch {
-                    name: name.to_owned(),
-                });
-        }
-        let state: ValueState<K, V> = Rc::new(RefCell::new(KeyGroupedMap::new(
-            self.range,
-            self.max_parallelism,
-        )));
-        self.states
-            .insert(name.to_owned(), Rc::clone(&state) as Rc<dyn Any>);
-        Ok(state)
-    }
-
-    /// The names of all registered states, sorted.
-    pub fn state_names(&self) -> Vec<String> {
-        self.states.keys().cloned().collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key_group::assign_to_key_group;
     use proptest::prelude::*;
     use std::collections::HashMap;
 
@@ -698,51 +648,6 @@ mod tests {
         let map = KeyGroupedMap::<u32, u32>::new(KeyGroupRange::EMPTY, 128);
         assert!(map.is_empty());
         assert_eq!(map.iter().count(), 0);
-    }
-
-    #[test]
-    fn backend_registers_and_shares_states() {
-        let range = KeyGroupRange::for_operator(128, 2, 0);
-        let mut backend = KeyedStateBackend::new(range, 128);
-        assert_eq!(backend.key_group_range(), KeyGroupRange::new(0, 63));
-        assert_eq!(backend.max_parallelism(), 128);
-
-        let counts = backend.value_state::<u64, u64>("counts").unwrap();
-        let again = backend.value_state::<u64, u64>("counts").unwrap();
-        assert!(Rc::ptr_eq(&counts, &again));
-        counts.borrow_mut().insert(5, 7, 1);
-        assert_eq!(again.borrow().get(5, &7), Some(&1));
-        assert_eq!(counts.borrow().key_group_range(), range);
-
-        let _sums = backend.value_state::<String, f64>("sums").unwrap();
-        assert_eq!(
-            backend.state_names(),
-            vec!["counts".to_owned(), "sums".to_owned()]
-        );
-
-        let err = backend.value_state::<u64, i64>("counts").unwrap_err();
-        assert_eq!(
-            err,
-            StateError::TypeMismatch {
-                name: "counts".into()
-            }
-        );
-        assert_eq!(
-            err.to_string(),
-            "state \"counts\" is already registered with other key or value types"
-        );
-        let err = backend.value_state::<u32, u64>("counts").unwrap_err();
-        assert_eq!(
-            err,
-            StateError::TypeMismatch {
-                name: "counts".into()
-            }
-        );
-        // A failed lookup registers nothing.
-        assert_eq!(backend.state_names().len(), 2);
-
-        let key = 7u64;
-        assert_eq!(backend.key_group_of(&key), assign_to_key_group(&key, 128));
     }
 
     /// Pointers to each key group's map, to tell a shared map from a copy.
@@ -1106,7 +1011,7 @@ mod tests {
 
     proptest! {
         /// The changelog holds every change made through `insert`, `update`, `upsert`
-        /// and `remove`: replaying each take over the map as it was at the previous take
+        /// and `remove`, and the values of keys marked with `log_key`: replaying each take over the map as it was at the previous take
         /// gives the map as it is, also after compaction (few keys, many writes), and
         /// while forks share key groups. `get_mut` marks it incomplete.
         #[test]
@@ -1136,7 +1041,11 @@ mod tests {
                         let after = *map.upsert(kg(key), key, d, |v, d| *v += d);
                         prop_assert_eq!(after, before.map_or(d, |b| b + d));
                     }
-                    180..=195 => { map.remove(kg(key), &key); }
+                    180..=193 => { map.remove(kg(key), &key); }
+                    194..=195 => {
+                        map.insert_untracked(kg(key), key, d);
+                        map.log_key(kg(key), &key);
+                    }
                     196 => {
                         if let Some(v) = map.get_mut_untracked(kg(key), &key) { *v -= d; }
                         map.log_key(kg(key), &key);

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::api::either::Either;
 use crate::api::functions::{KeyedContext, KeyedProcessFunction, ValueStateRef};
+use crate::api::state::KeyedStates;
 use crate::api::stream::{DataStream, KeyedStream};
 use crate::graph::stream_graph::Data;
 use crate::runtime::collector::Emitter;
@@ -92,6 +93,11 @@ impl<A: Data, B: Data> ConnectedStreams<A, B> {
 pub trait KeyedCoProcessFunction<K, A, B, O>: Clone + Send + Sync + 'static {
     /// The per-key value state, checkpointed like a process function's.
     type State: Clone + Codec + Send + Sync + 'static;
+    /// Registers the function's named states (see
+    /// [`KeyedProcessFunction::open`]).
+    fn open(&mut self, _states: &mut KeyedStates<K>) -> Result<(), String> {
+        Ok(())
+    }
     fn process_element1(
         &mut self,
         key: &K,
@@ -136,6 +142,10 @@ where
     P: KeyedCoProcessFunction<K, A, B, O>,
 {
     type State = P::State;
+
+    fn open(&mut self, states: &mut KeyedStates<K>) -> Result<(), String> {
+        self.0.open(states)
+    }
 
     fn process_element(
         &mut self,

@@ -7,6 +7,7 @@ use std::time::Instant;
 use rheon_net::codec::Codec;
 use rheon_state::key_group::KeyGroupRange;
 
+use crate::api::state::KeyedStates;
 use crate::runtime::collector::Emitter;
 use crate::runtime::timers::{now_ms, KeyedTimers, ProcessingTimeService, TimeDomain};
 
@@ -175,12 +176,23 @@ impl<Op: CheckpointedFunction, O> crate::checkpoint::state::CheckpointedOperator
     }
 }
 
-/// A keyed process function with one value state per key and timers,
-/// cloned into every subtask (`KeyedStream::process`).
+/// A keyed process function with per-key state and timers, cloned into
+/// every subtask (`KeyedStream::process`).
+///
+/// Its state is the value of `State` per key, handed to every call, plus
+/// any named states (value, list, map, reducing, aggregating; see
+/// [`crate::api::state`]) it registers in [`open`](Self::open) and reaches
+/// through the context. All of it is checkpointed.
 pub trait KeyedProcessFunction<K, I, O>: Clone + Send + Sync + 'static {
     /// The per-key value state; a `Codec` so that checkpoints can write it
-    /// (derive one with `rheon_net::codec_struct!`).
+    /// (derive one with `rheon_net::codec_struct!`). `()` for none.
     type State: Clone + Codec + Send + Sync + 'static;
+    /// Registers the function's named state handles with this subtask's
+    /// states, before any record (and before a restore). An error fails the
+    /// task with the message.
+    fn open(&mut self, _states: &mut KeyedStates<K>) -> Result<(), String> {
+        Ok(())
+    }
     fn process_element(
         &mut self,
         key: &K,
@@ -206,8 +218,9 @@ pub trait KeyedProcessFunction<K, I, O>: Clone + Send + Sync + 'static {
     }
 }
 
-/// What a keyed function can ask of the engine about time, for the current
-/// key: the watermark, the clock, and timers. Timers are kept per key group
+/// What a keyed function can ask of the engine for the current key: the
+/// watermark, the clock, timers, and its named states (`ctx.list(&handle)`
+/// and the like, in [`crate::api::state`]). Timers are kept per key group
 /// with the key's state; one (key, timestamp) pair is one timer however often
 /// it is registered.
 pub struct KeyedContext<'a, K> {
@@ -216,6 +229,7 @@ pub struct KeyedContext<'a, K> {
     pub(crate) watermark: i64,
     pub(crate) event_timers: &'a mut KeyedTimers<K>,
     pub(crate) processing_timers: &'a mut KeyedTimers<K>,
+    pub(crate) states: &'a mut KeyedStates<K>,
 }
 
 impl<K: Hash + Eq + Clone> KeyedContext<'_, K> {

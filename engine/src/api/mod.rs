@@ -8,4 +8,5 @@ pub mod connect;
 pub mod either;
 pub mod env;
 pub mod functions;
+pub mod state;
 pub mod stream;

@@ -572,13 +572,7 @@ where
                 "Keyed process",
                 operator_factory::<T, O, _, _>(move |ctx, location, out| {
                     let key_fn = key_fn.clone();
-                    Ok(keyed_process(
-                        move |t: &T| key_fn(t),
-                        function.clone(),
-                        ctx,
-                        out,
-                        location,
-                    ))
+                    keyed_process(move |t: &T| key_fn(t), function.clone(), ctx, out, location)
                 }),
             )
             .checkpointable()

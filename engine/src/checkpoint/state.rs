@@ -220,6 +220,13 @@ impl RestoredOperator<'_> {
         self.key_group_range
     }
 
+    /// The names of the operator's keyed states in the checkpoint.
+    pub(crate) fn keyed_state_names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.snapshot
+            .into_iter()
+            .flat_map(|s| s.keyed_states.iter().map(|k| k.name.as_str()))
+    }
+
     /// The number of key groups of the checkpoint (and the restored job).
     pub(crate) fn max_parallelism(&self) -> u32 {
         self.max_parallelism

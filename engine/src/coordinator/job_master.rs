@@ -200,7 +200,11 @@ impl JobMaster {
         if let Some(c) = &mut self.checkpoints {
             c.abort_all("the job is failing over");
         }
-        match self.restart.on_failure(Instant::now()) {
+        let restart = match error.suppresses_restarts() {
+            true => None,
+            false => self.restart.on_failure(Instant::now()),
+        };
+        match restart {
             Some(delay) => {
                 eprintln!(
                     "rheon: job '{}' restarts in {delay:?} (restart {}) after: {error}",

@@ -7,6 +7,7 @@ pub(crate) mod executor;
 pub mod file_sink;
 pub(crate) mod in_flight;
 pub(crate) mod input;
+pub(crate) mod keyed_state;
 pub(crate) mod operators;
 pub(crate) mod process;
 pub(crate) mod sources;

@@ -1,13 +1,15 @@
-//! The keyed process operator: a user function with one value state per key
-//! and event- and processing-time timers, all kept per key group.
+//! The keyed process operator: a user function with a value state per key,
+//! the named states it registers (`api::state`), and event- and
+//! processing-time timers, all kept per key group.
 //!
 //! Event-time timers fire when a watermark reaches them, before the
 //! watermark is forwarded; processing-time timers fire from the task's
 //! processing-time service, between records. The operator sits in an
 //! `Rc<RefCell<..>>` shared by the chain and the service.
 //!
-//! With checkpoints, the values and the timers of both domains are keyed
-//! state of the snapshot; a restore rebuilds the timer queues from them.
+//! With checkpoints, the values, the named states and the timers of both
+//! domains are keyed state of the snapshot; a restore rebuilds the timer
+//! queues from them.
 //!
 //! Invariants: the function sees the state of exactly the key it is called
 //! for; the operator has at most one pending service deadline it relies on,
@@ -23,6 +25,7 @@ use rheon_state::key_group::assign_to_key_group;
 use rheon_state::keyed::KeyGroupedMap;
 
 use crate::api::functions::{KeyedContext, KeyedProcessFunction, OperatorContext, ValueStateRef};
+use crate::api::state::{KeyedStates, StateKey};
 use crate::checkpoint::changelog::ChangelogState;
 use crate::checkpoint::state::{CheckpointedOperator, OperatorParts, RestoredOperator};
 use crate::error::{TaskError, TaskLocation, TaskResult};
@@ -36,6 +39,8 @@ pub(crate) struct KeyedProcess<KF, P: KeyedProcessFunction<K, I, O>, K, I, O> {
     key_fn: KF,
     function: P,
     state: KeyGroupedMap<K, P::State>,
+    /// The named states the function registered in `open`.
+    states: KeyedStates<K>,
     event_timers: KeyedTimers<K>,
     processing_timers: KeyedTimers<K>,
     /// Incremental checkpoints of `state` and of the two timer maps.
@@ -51,6 +56,9 @@ pub(crate) struct KeyedProcess<KF, P: KeyedProcessFunction<K, I, O>, K, I, O> {
     _types: PhantomData<fn(I)>,
 }
 
+/// The operator as its chain and its task's services hold it.
+type SharedProcess<KF, P, K, I, O> = Shared<KeyedProcess<KF, P, K, I, O>>;
+
 /// Builds the operator for one subtask, registered with its task's
 /// processing-time service and checkpoints.
 pub(crate) fn keyed_process<K, I, O, KF, P>(
@@ -59,7 +67,7 @@ pub(crate) fn keyed_process<K, I, O, KF, P>(
     ctx: &OperatorContext,
     out: BoxCollector<O>,
     location: TaskLocation,
-) -> Shared<KeyedProcess<KF, P, K, I, O>>
+) -> TaskResult<SharedProcess<KF, P, K, I, O>>
 where
     K: Hash + Eq + Clone + Codec + Send + Sync + 'static,
     I: 'static,
@@ -67,10 +75,15 @@ where
     KF: FnMut(&I) -> K + 'static,
     P: KeyedProcessFunction<K, I, O>,
 {
+    let mut function = function;
+    let mut states = KeyedStates::new(ctx.key_group_range, ctx.max_parallelism);
+    guarded(&location, || function.open(&mut states))?
+        .map_err(|message| TaskError::user_function(&location, message))?;
     let op = Rc::new(RefCell::new(KeyedProcess {
         key_fn,
         function,
         state: KeyGroupedMap::new(ctx.key_group_range, ctx.max_parallelism),
+        states,
         event_timers: KeyedTimers::new(ctx.key_group_range, ctx.max_parallelism),
         processing_timers: KeyedTimers::new(ctx.key_group_range, ctx.max_parallelism),
         changelogs: Changelogs::default(),
@@ -85,7 +98,7 @@ where
     }));
     let target = ctx.processing_time.register(op.clone());
     op.borrow_mut().target = Some(target);
-    ctx.checkpointed(op)
+    Ok(ctx.checkpointed(op))
 }
 
 /// The incremental-checkpoint bookkeeping of a keyed process function's
@@ -114,7 +127,7 @@ enum Call<I> {
 
 impl<K, I, O, KF, P> KeyedProcess<KF, P, K, I, O>
 where
-    K: Hash + Eq + Clone,
+    K: StateKey,
     P: KeyedProcessFunction<K, I, O>,
 {
     /// Calls the function for `key` with its state and timers, then stores
@@ -128,6 +141,7 @@ where
             watermark: self.watermark,
             event_timers: &mut self.event_timers,
             processing_timers: &mut self.processing_timers,
+            states: &mut self.states,
         };
         let (existed, changes) = {
             // Untracked: the changes are logged below, once the call is done.
@@ -171,7 +185,7 @@ where
 
 impl<K, I, O, KF, P> Collector<I> for KeyedProcess<KF, P, K, I, O>
 where
-    K: Hash + Eq + Clone,
+    K: StateKey,
     KF: FnMut(&I) -> K,
     P: KeyedProcessFunction<K, I, O>,
 {
@@ -203,7 +217,7 @@ where
 
 impl<K, I, O, KF, P> ProcessingTimeTarget for KeyedProcess<KF, P, K, I, O>
 where
-    K: Hash + Eq + Clone,
+    K: StateKey,
     P: KeyedProcessFunction<K, I, O>,
 {
     fn on_processing_time(&mut self, now_ms: i64) -> TaskResult {
@@ -257,6 +271,9 @@ where
                 incremental,
             ),
         ]);
+        parts
+            .keyed
+            .extend(self.states.snapshot(checkpoint_id, incremental));
         Ok(())
     }
 
@@ -265,16 +282,21 @@ where
         logs.values.notify_complete(checkpoint_id);
         logs.event_timers.notify_complete(checkpoint_id);
         logs.processing_timers.notify_complete(checkpoint_id);
+        self.states.notify_complete(checkpoint_id);
         Ok(())
     }
 
     fn restore_state(&mut self, restored: &RestoredOperator<'_>) -> TaskResult {
+        self.states
+            .check_restorable(restored)
+            .map_err(|message| TaskError::incompatible_state(&self.location, message))?;
         let failed = |message: String| TaskError::checkpoint(&self.location, message);
         self.state = restored.keyed_state("values").map_err(failed)?;
         let event_timers = restored.keyed_state("event-timers").map_err(failed)?;
         let processing_timers = restored.keyed_state("processing-timers").map_err(failed)?;
         self.event_timers.restore(event_timers);
         self.processing_timers.restore(processing_timers);
+        self.states.restore(restored).map_err(failed)?;
         // A restored job starts its chains with new bases.
         self.changelogs = Changelogs::default();
         self.schedule_processing_time();

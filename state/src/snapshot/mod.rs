@@ -84,7 +84,7 @@ pub type ArchivedEntries<K, V> = ArchivedVec<ArchivedEntry<K, V>>;
 /// What a snapshot file says about itself besides its entries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotMeta {
-    /// The state's name (as registered in the subtask's `KeyedStateBackend`).
+    /// The state's name (the keyed state's name in its operator).
     pub state_name: String,
     /// A caller-chosen name of the key and value types and their layout version, such as
     /// `"u64:Account/v2"`; a restore refuses to mix files with different tags. rkyv
