@@ -394,13 +394,20 @@ impl<K: StateKey, UK: StateKey, UV: StateValue> MapStateView<'_, K, UK, UV> {
     }
     pub fn put(&mut self, user_key: UK, value: UV) {
         let entry = self.entry_key(&user_key);
-        self.store.map.insert(self.key_group, entry, value);
-        self.store
-            .extra
-            .keys
-            .entry(self.key.clone())
-            .or_default()
-            .insert(user_key);
+        // A user key that had a value is in the index already.
+        if self
+            .store
+            .map
+            .insert(self.key_group, entry, value)
+            .is_none()
+        {
+            self.store
+                .extra
+                .keys
+                .entry(self.key.clone())
+                .or_default()
+                .insert(user_key);
+        }
     }
     pub fn remove(&mut self, user_key: &UK) -> Option<UV> {
         let removed = self
