@@ -147,3 +147,47 @@ pub fn checkpoint_test_events() -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(60_000)
 }
+
+/// A map for a job's records that panics at the first record at or past each of
+/// `failures` (each once), but only once `checkpoints` holds a completed
+/// checkpoint (with `None`, at once), so that a slow host cannot make a run fail
+/// before it has a checkpoint to recover from.
+pub fn fail_at_records(
+    failures: &[u64],
+    checkpoints: Option<&Path>,
+) -> impl Fn(u64) -> u64 + Clone + Send + Sync + 'static {
+    let pending = std::sync::Arc::new(std::sync::Mutex::new(failures.to_vec()));
+    let checkpoints = checkpoints.map(Path::to_path_buf);
+    move |k: u64| {
+        let mut pending = pending.lock().unwrap();
+        if let Some(i) = pending.iter().position(|&at| at <= k) {
+            let checkpointed = checkpoints.as_deref().is_none_or(|dir| {
+                rheon_state::checkpoint::list_completed(dir)
+                    .is_ok_and(|completed| !completed.is_empty())
+            });
+            if checkpointed {
+                pending.remove(i);
+                drop(pending); // panic without poisoning the lock
+                panic!("injected failure at record {k}");
+            }
+        }
+        k
+    }
+}
+
+/// The delta files of keyed state `state` over the completed checkpoints
+/// under `checkpoints`.
+pub fn deltas_of(checkpoints: &Path, state: &str) -> usize {
+    let mut deltas = 0;
+    for (_, dir) in rheon_state::checkpoint::list_completed(checkpoints).unwrap() {
+        for operator in rheon_state::checkpoint::read_metadata(&dir)
+            .unwrap()
+            .operators
+        {
+            for keyed in operator.keyed_states.iter().filter(|k| k.name == state) {
+                deltas += keyed.deltas.len();
+            }
+        }
+    }
+    deltas
+}

@@ -103,26 +103,11 @@ fn build(
     checkpoints: Option<&Path>,
     failures: &[u64],
 ) {
-    let pending: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(failures.to_vec()));
-    let checkpoints = checkpoints.map(Path::to_path_buf);
     let events = match rate {
         Some(rate) => env.generate_with_rate(events(), rate, |k| k),
         None => env.generate(events(), |k| k),
     };
-    let events = events.map(move |k: u64| {
-        let mut pending = pending.lock().unwrap();
-        if let Some(i) = pending.iter().position(|&at| at <= k) {
-            let checkpointed = checkpoints
-                .as_deref()
-                .is_none_or(|dir| list_completed(dir).is_ok_and(|completed| !completed.is_empty()));
-            if checkpointed {
-                pending.remove(i);
-                drop(pending); // panic without poisoning the lock
-                panic!("injected failure at record {k}");
-            }
-        }
-        k
-    });
+    let events = events.map(rheon_tests::fail_at_records(failures, checkpoints));
     events
         .map(|k: u64| (k % SUM_KEYS, 1u64))
         .key_by(|r: &(u64, u64)| r.0)
@@ -274,19 +259,6 @@ fn reused_chain(checkpoints: &Path, state: &str) -> bool {
         })
 }
 
-/// The delta files of keyed state `state` over the retained checkpoints.
-fn deltas_of(checkpoints: &Path, state: &str) -> usize {
-    let mut deltas = 0;
-    for (_, dir) in list_completed(checkpoints).unwrap() {
-        for operator in read_metadata(&dir).unwrap().operators {
-            for keyed in operator.keyed_states.iter().filter(|k| k.name == state) {
-                deltas += keyed.deltas.len();
-            }
-        }
-    }
-    deltas
-}
-
 #[test]
 fn injected_failures_with_incremental_checkpoints_commit_exactly_once() {
     let output = TempDir::new("incr-failing-out");
@@ -345,8 +317,8 @@ fn incremental_checkpoints_restore_at_2_then_3_then_1() {
         );
         deltas_seen += deltas_and_no_garbage(chk, true);
         reused += usize::from(reused_chain(chk, "reduce"));
-        values_deltas += deltas_of(chk, "values");
-        timer_deltas += deltas_of(chk, "event-timers");
+        values_deltas += rheon_tests::deltas_of(chk, "values");
+        timer_deltas += rheon_tests::deltas_of(chk, "event-timers");
     }
     assert!(
         deltas_seen > 0,

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use rheon::jobs::windowed_sums::committed_lines;
@@ -17,7 +17,6 @@ use rheon::{
     KeyedContext, KeyedProcessFunction, KeyedStates, ListState, MapState, ReducingState,
     RestartStrategy, StreamEnv, TimeDomain, ValueState, ValueStateRef, WatermarkStrategy,
 };
-use rheon_state::checkpoint::{list_completed, read_metadata};
 use rheon_tests::TempDir;
 
 const KEYS: u64 = 500;
@@ -211,27 +210,12 @@ fn build(
     checkpoints: Option<&Path>,
     failures: &[u64],
 ) {
-    let pending: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(failures.to_vec()));
-    let checkpoints = checkpoints.map(Path::to_path_buf);
     let events = match checkpoints {
         Some(_) => env.generate_with_rate(events(), 40_000.0, |k| k),
         None => env.generate(events(), |k| k),
     };
     events
-        .map(move |k: u64| {
-            let mut pending = pending.lock().unwrap();
-            if let Some(i) = pending.iter().position(|&at| at <= k) {
-                let checkpointed = checkpoints.as_deref().is_none_or(|dir| {
-                    list_completed(dir).is_ok_and(|completed| !completed.is_empty())
-                });
-                if checkpointed {
-                    pending.remove(i);
-                    drop(pending); // panic without poisoning the lock
-                    panic!("injected failure at record {k}");
-                }
-            }
-            k
-        })
+        .map(rheon_tests::fail_at_records(failures, checkpoints))
         .assign_timestamps_and_watermarks(WatermarkStrategy::monotonous(|_: &u64| 0))
         .key_by(|k: &u64| k % KEYS)
         .process(function)
@@ -276,19 +260,6 @@ fn run(
 
 fn at(fraction: f64) -> u64 {
     (events() as f64 * fraction) as u64
-}
-
-/// The delta files of keyed state `state` over the retained checkpoints.
-fn deltas_of(checkpoints: &Path, state: &str) -> usize {
-    let mut deltas = 0;
-    for (_, dir) in list_completed(checkpoints).unwrap() {
-        for operator in read_metadata(&dir).unwrap().operators {
-            for keyed in operator.keyed_states.iter().filter(|k| k.name == state) {
-                deltas += keyed.deltas.len();
-            }
-        }
-    }
-    deltas
 }
 
 #[test]
@@ -361,7 +332,7 @@ fn named_state_restores_at_2_then_3_then_1_with_incremental_checkpoints() {
             "the run at parallelism {parallelism} was to fail"
         );
         for state in ["value:count", "list:list", "map:buckets", "reducing:max"] {
-            *deltas.entry(state).or_insert(0) += deltas_of(chk, state);
+            *deltas.entry(state).or_insert(0) += rheon_tests::deltas_of(chk, state);
         }
     }
     assert!(
