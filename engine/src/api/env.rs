@@ -150,6 +150,7 @@ impl StreamEnv {
     /// this environment's parallelism.
     pub fn execute_detached(&self, name: &str) -> Result<JobHandle, JobError> {
         let mut config = self.config.clone();
+        let verification_started = std::time::Instant::now();
         let restore = match &config.checkpoint.restore_from {
             None => None,
             Some(path) => {
@@ -171,6 +172,7 @@ impl StreamEnv {
                 }))
             }
         };
+        let restore_verification = restore.is_some().then(|| verification_started.elapsed());
         let graph = JobGraph::build(name, self.graph.borrow().clone(), &config)?;
         let slots_needed = graph.slots_needed();
         let executors = config.executors.max(1) as u32;
@@ -191,6 +193,7 @@ impl StreamEnv {
             name,
             outcome,
             checkpoint_root,
+            restore_verification,
         })
     }
 }
@@ -203,6 +206,8 @@ pub struct JobHandle {
     outcome: async_channel::Receiver<Result<JobOutcome, JobError>>,
     /// Where the job's checkpoints go, if it takes any.
     checkpoint_root: Option<PathBuf>,
+    /// How long choosing and verifying the restored checkpoint took.
+    restore_verification: Option<std::time::Duration>,
 }
 
 impl JobHandle {
@@ -220,12 +225,15 @@ impl JobHandle {
     /// being written any more, deletes what checkpoints that never completed
     /// left in the checkpoint directory (the completed ones stay).
     pub fn wait(mut self) -> Result<JobOutcome, JobError> {
-        let outcome = self.outcome.recv_blocking().unwrap_or_else(|_| {
+        let mut outcome = self.outcome.recv_blocking().unwrap_or_else(|_| {
             Err(JobError::Startup(format!(
                 "the coordinator stopped before job '{}' ended",
                 self.name
             )))
         });
+        if let Ok(outcome) = &mut outcome {
+            outcome.restore_verification = self.restore_verification;
+        }
         if let Some(cluster) = self.cluster.take() {
             cluster.shutdown();
         }

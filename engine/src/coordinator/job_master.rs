@@ -467,6 +467,7 @@ impl JobMaster {
                 task,
             }),
             None => self.commit_final().map(|()| JobOutcome {
+                restore_verification: None,
                 elapsed: self.started.elapsed(),
                 vertices: self.vertex_metrics(),
                 checkpoints: self

@@ -179,6 +179,9 @@ pub struct JobOutcome {
     pub checkpoints: Vec<CheckpointStats>,
     /// Times the job restarted after a failure.
     pub restarts: u32,
+    /// With `restore_from`: how long choosing and verifying the checkpoint took
+    /// before any task was deployed (every file opened, every checksum checked).
+    pub restore_verification: Option<Duration>,
 }
 
 /// What a completed checkpoint cost.

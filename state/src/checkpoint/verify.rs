@@ -50,15 +50,74 @@ pub(crate) fn classify(path: &Path) -> Target {
 /// parallelism finds each key group). Also checks that a directory named
 /// `chk-<id>`/`savepoint-<id>` holds that checkpoint's metadata. Returns the metadata;
 /// the first problem is an error naming the file (and the key group).
+///
+/// The files are opened and matched one by one; their key groups' checksums are then
+/// checked on every core (a restore waits for this), and the problem reported is the
+/// first in file order.
 pub fn verify(checkpoint_dir: &Path) -> Result<CheckpointMetadata, CheckpointError> {
     let metadata = read_metadata(checkpoint_dir)?;
     check_dir_name(checkpoint_dir, &metadata)?;
+    let mut files = Vec::new();
     for operator in &metadata.operators {
         for state in &operator.keyed_states {
-            verify_keyed_state(checkpoint_dir, &metadata, operator, state)?;
+            open_keyed_state(checkpoint_dir, &metadata, operator, state, &mut files)?;
         }
     }
+    check_sections(&files)?;
     Ok(metadata)
+}
+
+/// A state file opened by [`verify`], with what names it in an error.
+struct Opened<'m> {
+    operator: &'m OperatorSnapshot,
+    state: &'m KeyedStateFiles,
+    file: SnapshotFile,
+}
+
+/// Checks every non-empty key group's checksum (and archive) of `files`, striped over
+/// the available cores; the error is the first in the order of `files` and key groups.
+fn check_sections(files: &[Opened<'_>]) -> Result<(), CheckpointError> {
+    let sections: Vec<(usize, u32)> = files
+        .iter()
+        .enumerate()
+        .flat_map(|(i, opened)| {
+            opened
+                .file
+                .index()
+                .iter()
+                .filter(|entry| entry.size_bytes > 0)
+                .map(move |entry| (i, entry.key_group))
+        })
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, sections.len().max(1));
+    let check_stripe = |stripe: usize| {
+        sections
+            .iter()
+            .enumerate()
+            .skip(stripe)
+            .step_by(threads)
+            .find_map(|(at, &(i, key_group))| {
+                let opened = &files[i];
+                let error = opened.file.section(key_group).err()?;
+                Some((at, state_error(opened.operator, opened.state, error)))
+            })
+    };
+    let first = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads)
+            .map(|stripe| scope.spawn(move || check_stripe(stripe)))
+            .collect();
+        let mut errors: Vec<(usize, CheckpointError)> = check_stripe(0).into_iter().collect();
+        for helper in helpers {
+            errors.extend(helper.join().expect("a checksum thread panicked"));
+        }
+        errors.into_iter().min_by_key(|(at, _)| *at)
+    });
+    match first {
+        Some((_, error)) => Err(error),
+        None => Ok(()),
+    }
 }
 
 fn check_dir_name(dir: &Path, metadata: &CheckpointMetadata) -> Result<(), CheckpointError> {
@@ -148,11 +207,14 @@ pub(crate) fn header_mismatch(
     }
 }
 
-fn verify_keyed_state(
+/// Opens the files of one keyed state into `opened` and checks that they fit
+/// together; their sections are checked later, all at once.
+fn open_keyed_state<'m>(
     dir: &Path,
     metadata: &CheckpointMetadata,
-    operator: &OperatorSnapshot,
-    state: &KeyedStateFiles,
+    operator: &'m OperatorSnapshot,
+    state: &'m KeyedStateFiles,
+    opened: &mut Vec<Opened<'m>>,
 ) -> Result<(), CheckpointError> {
     let files = state
         .files
@@ -164,14 +226,20 @@ fn verify_keyed_state(
     plan_restore(&files, metadata.max_parallelism, all)
         .map_err(|error| state_error(operator, state, error))?;
     // Changelog files only need to be sound: they cover what their bases cover.
-    for name in &state.deltas {
-        open_and_check(dir, metadata, operator, state, name)?;
-    }
+    let deltas = state
+        .deltas
+        .iter()
+        .map(|name| open_and_check(dir, metadata, operator, state, name))
+        .collect::<Result<Vec<_>, _>>()?;
+    opened.extend(files.into_iter().chain(deltas).map(|file| Opened {
+        operator,
+        state,
+        file,
+    }));
     Ok(())
 }
 
-/// Opens a state file, checks that its header fits the metadata and that every key
-/// group's checksum holds.
+/// Opens a state file and checks that its header fits the metadata.
 fn open_and_check(
     dir: &Path,
     metadata: &CheckpointMetadata,
@@ -187,10 +255,6 @@ fn open_and_check(
             state,
             SnapshotError::Incompatible { path, reason },
         ));
-    }
-    for entry in file.index() {
-        file.section(entry.key_group)
-            .map_err(|error| state_error(operator, state, error))?;
     }
     Ok(file)
 }
