@@ -313,6 +313,7 @@ impl CheckpointCoordinator {
         self.latest = Some(Arc::new(RestoreSnapshot {
             directory,
             metadata,
+            checksums_verified: false,
         }));
         Ok(())
     }

@@ -172,6 +172,7 @@ impl StateRegistry {
                 subtask,
                 parallelism,
                 key_group_range,
+                checksums_verified: restore.checksums_verified,
             };
             r.operator.borrow_mut().restore_state(&restored)?;
         }
@@ -184,6 +185,9 @@ impl StateRegistry {
 pub struct RestoreSnapshot {
     pub(crate) directory: PathBuf,
     pub(crate) metadata: CheckpointMetadata,
+    /// `checkpoint::verify` checked every file's checksums when this was
+    /// chosen (`latest_valid`): the restore does not check them again.
+    pub(crate) checksums_verified: bool,
 }
 
 /// What one operator of one subtask restores from.
@@ -194,6 +198,7 @@ pub(crate) struct RestoredOperator<'a> {
     subtask: u32,
     parallelism: u32,
     key_group_range: KeyGroupRange,
+    checksums_verified: bool,
 }
 
 impl RestoredOperator<'_> {
@@ -274,10 +279,11 @@ impl RestoredOperator<'_> {
         // One map per key group, presized from the snapshot's index and
         // filled directly (no rehash, no copy-on-write check per entry).
         let restore_group = |&(key_group, file): &(u32, &SnapshotFile)| {
-            let mut group = decode_key_group::<K, V>(key_group, file)?;
+            let verified = self.checksums_verified;
+            let mut group = decode_key_group::<K, V>(key_group, file, verified)?;
             for delta in &deltas {
                 if delta.meta().key_groups.contains(key_group) {
-                    replay_key_group(key_group, delta, &mut group)?;
+                    replay_key_group(key_group, delta, verified, &mut group)?;
                 }
             }
             Ok(group)
@@ -345,12 +351,16 @@ fn unpin_current_thread() {
 }
 
 /// Decodes one key group's section into a map presized from its index.
-fn decode_key_group<K, V>(key_group: u32, file: &SnapshotFile) -> Result<FxHashMap<K, V>, String>
+fn decode_key_group<K, V>(
+    key_group: u32,
+    file: &SnapshotFile,
+    checksummed: bool,
+) -> Result<FxHashMap<K, V>, String>
 where
     K: Codec + Hash + Eq,
     V: Codec,
 {
-    let section = Section::read(key_group, file)?;
+    let section = Section::read(key_group, file, checksummed)?;
     let mut group = FxHashMap::default();
     // The count is checksummed with the index, but never trust it for an
     // allocation beyond what the section's bytes can hold.
@@ -366,22 +376,26 @@ where
 fn replay_key_group<K, V>(
     key_group: u32,
     file: &SnapshotFile,
+    checksummed: bool,
     group: &mut FxHashMap<K, V>,
 ) -> Result<(), String>
 where
     K: Codec + Hash + Eq,
     V: Codec,
 {
-    Section::read(key_group, file)?.for_each_entry::<K, Option<V>>("changelog", |key, value| {
-        match value {
-            Some(value) => group.insert(key, value),
-            None => group.remove(&key),
-        };
-    })
+    Section::read(key_group, file, checksummed)?.for_each_entry::<K, Option<V>>(
+        "changelog",
+        |key, value| {
+            match value {
+                Some(value) => group.insert(key, value),
+                None => group.remove(&key),
+            };
+        },
+    )
 }
 
 /// One key group's encoded section of a state file, its checksum verified
-/// (once: the section is read once).
+/// once: here, or before the restore when the checkpoint was verified.
 struct Section<'a> {
     key_group: u32,
     file: &'a SnapshotFile,
@@ -390,12 +404,16 @@ struct Section<'a> {
 }
 
 impl<'a> Section<'a> {
-    fn read(key_group: u32, file: &'a SnapshotFile) -> Result<Self, String> {
+    fn read(key_group: u32, file: &'a SnapshotFile, checksummed: bool) -> Result<Self, String> {
         let count = file
             .key_group_entry(key_group)
             .map_err(|e| e.to_string())?
             .entry_count;
-        let bytes = file.encoded_section(key_group).map_err(|e| e.to_string())?;
+        let bytes = match checksummed {
+            true => file.encoded_section_checksummed_before(key_group),
+            false => file.encoded_section(key_group),
+        }
+        .map_err(|e| e.to_string())?;
         Ok(Self {
             key_group,
             file,

@@ -296,6 +296,7 @@ impl JobMaster {
                 Some(Arc::new(RestoreSnapshot {
                     directory,
                     metadata,
+                    checksums_verified: true,
                 }))
             }
             Err(e) => {

@@ -245,12 +245,38 @@ impl SnapshotFile {
     /// [`SnapshotError::Corrupt`] naming the file and key group for a bad section, and
     /// [`SnapshotError::Incompatible`] if the type tag does not mark encoded sections.
     pub fn encoded_section(&self, key_group: u32) -> Result<&[u8], SnapshotError> {
+        self.encoded_section_checked(key_group, true)
+    }
+
+    /// [`encoded_section`](Self::encoded_section) without the section's CRC-32, for a
+    /// reader that has checked every checksum of this (immutable) file already, as
+    /// `checkpoint::verify` does before a restore: the restore then reads each section
+    /// once instead of twice. The archive is still validated.
+    pub fn encoded_section_checksummed_before(
+        &self,
+        key_group: u32,
+    ) -> Result<&[u8], SnapshotError> {
+        self.encoded_section_checked(key_group, false)
+    }
+
+    fn encoded_section_checked(
+        &self,
+        key_group: u32,
+        check_crc: bool,
+    ) -> Result<&[u8], SnapshotError> {
         self.expect_sections(true)?;
         let entry = self.key_group_entry(key_group)?;
         if entry.size_bytes == 0 {
             return Ok(&[]);
         }
-        let bytes = self.section(key_group)?;
+        let bytes = match check_crc {
+            true => self.section(key_group)?,
+            // In bounds: `decode_layout` checked offset + size <= index offset < len.
+            false => {
+                let start = entry.offset as usize;
+                &self.bytes()[start..start + entry.size_bytes as usize]
+            }
+        };
         let archived = rkyv::access::<ArchivedVec<u8>, RkyvError>(bytes).map_err(|error| {
             self.corrupt(key_group, format!("invalid encoded section: {error}"))
         })?;
