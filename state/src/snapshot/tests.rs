@@ -674,6 +674,22 @@ fn a_corrupt_encoded_section_names_the_file_and_key_group() {
             .collect::<Vec<_>>(),
         [entry.key_group]
     );
+    // A reader that checked the checksums before (a restore after `verify`) does not
+    // check them again: it gets the (flipped) bytes, and the same bytes as an unflipped
+    // file everywhere else.
+    let unchecked = file
+        .encoded_section_checksummed_before(entry.key_group)
+        .unwrap();
+    let original = SnapshotFile::from_bytes("enc", &bytes).unwrap();
+    let good = original.encoded_section(entry.key_group).unwrap();
+    assert_eq!(unchecked.len(), good.len());
+    assert_ne!(unchecked, good);
+    for other in file.key_groups().iter().filter(|&kg| kg != entry.key_group) {
+        assert_eq!(
+            file.encoded_section_checksummed_before(other).unwrap(),
+            original.encoded_section(other).unwrap()
+        );
+    }
 
     // A root pointing past the section, checksums fixed up: rkyv's validation.
     let end = (entry.offset + entry.size_bytes) as usize;
@@ -691,6 +707,11 @@ fn a_corrupt_encoded_section_names_the_file_and_key_group() {
         matches!(&err, SnapshotError::Corrupt { key_group: Some(kg), .. } if *kg == entry.key_group),
         "{err}"
     );
+    assert!(err.to_string().contains("invalid encoded section"), "{err}");
+    // The archive is validated with or without the checksum.
+    let err = file
+        .encoded_section_checksummed_before(entry.key_group)
+        .unwrap_err();
     assert!(err.to_string().contains("invalid encoded section"), "{err}");
 }
 
