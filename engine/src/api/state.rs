@@ -226,42 +226,37 @@ impl<K: StateKey> KeyedStates<K> {
     }
 
     pub fn value<T: StateValue>(&mut self, state: &mut ValueState<T>) -> Result<(), String> {
-        self.add(&mut state.handle, "value", ())
-            .map(|_: &mut Store<K, T, ()>| ())
+        self.add::<K, T, ()>(&mut state.handle, "value", ())
     }
 
     pub fn list<T: StateValue>(&mut self, state: &mut ListState<T>) -> Result<(), String> {
-        self.add(&mut state.handle, "list", ())
-            .map(|_: &mut Store<K, Vec<T>, ()>| ())
+        self.add::<K, Vec<T>, ()>(&mut state.handle, "list", ())
     }
 
     pub fn map<UK: StateKey, UV: StateValue>(
         &mut self,
         state: &mut MapState<UK, UV>,
     ) -> Result<(), String> {
-        self.add(&mut state.handle, "map", MapIndex::<K, UK>::default())
-            .map(|_: &mut Store<(K, UK), UV, MapIndex<K, UK>>| ())
+        self.add::<(K, UK), UV, _>(&mut state.handle, "map", MapIndex::<K, UK>::default())
     }
 
     pub fn reducing<T: StateValue>(&mut self, state: &mut ReducingState<T>) -> Result<(), String> {
-        self.add(&mut state.handle, "reducing", ())
-            .map(|_: &mut Store<K, T, ()>| ())
+        self.add::<K, T, ()>(&mut state.handle, "reducing", ())
     }
 
     pub fn aggregating<A: AggregateFunction>(
         &mut self,
         state: &mut AggregatingState<A>,
     ) -> Result<(), String> {
-        self.add(&mut state.handle, "aggregating", ())
-            .map(|_: &mut Store<K, A::Acc, ()>| ())
+        self.add::<K, A::Acc, ()>(&mut state.handle, "aggregating", ())
     }
 
-    fn add<MK: StateKey, V: StateValue, X: Default + 'static>(
+    fn add<MK: StateKey, V: StateValue, X: 'static>(
         &mut self,
         handle: &mut Handle,
         kind: &'static str,
         extra: X,
-    ) -> Result<&mut Store<MK, V, X>, String>
+    ) -> Result<(), String>
     where
         Store<MK, V, X>: NamedState,
     {
@@ -275,7 +270,7 @@ impl<K: StateKey> KeyedStates<K> {
         let map = KeyGroupedMap::new(self.range, self.max_parallelism);
         self.stores
             .push(Box::new(Store::new(kind, &handle.name, map, extra)));
-        Ok(self.store(handle))
+        Ok(())
     }
 
     fn store<MK: 'static, V: 'static, X: 'static>(
@@ -494,15 +489,14 @@ impl<K: StateKey, A: AggregateFunction> AggregatingStateView<'_, K, A> {
     }
     pub fn add(&mut self, value: A::In) {
         let (key_group, key) = (self.key_group, self.key);
-        if self.map.get(key_group, key).is_none() {
-            let acc = self.function.create_accumulator();
-            self.map.insert_untracked(key_group, key.clone(), acc);
+        match self.map.get_mut_untracked(key_group, key) {
+            Some(acc) => self.function.add(value, acc),
+            None => {
+                let mut acc = self.function.create_accumulator();
+                self.function.add(value, &mut acc);
+                self.map.insert_untracked(key_group, key.clone(), acc);
+            }
         }
-        let acc = self
-            .map
-            .get_mut_untracked(key_group, key)
-            .expect("inserted above");
-        self.function.add(value, acc);
         self.map.log_key(key_group, key);
     }
     pub fn clear(&mut self) {
