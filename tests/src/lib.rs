@@ -148,29 +148,87 @@ pub fn checkpoint_test_events() -> u64 {
         .unwrap_or(60_000)
 }
 
-/// A map for a job's records that panics at the first record at or past each of
-/// `failures` (each once), but only once `checkpoints` holds a completed
-/// checkpoint (with `None`, at once), so that a slow host cannot make a run fail
-/// before it has a checkpoint to recover from.
+/// Task panics to inject into a job: each at the first record at or past its
+/// number, but only once `checkpoints` holds a completed checkpoint (with
+/// `None`, at once), so that a slow host cannot make a run fail before it has
+/// a checkpoint to recover from.
+///
+/// At most one failure fires per attempt of the job, so that each is its own
+/// restart: the engine builds every subtask's operators from a clone of the
+/// function, and a clone made after a failure fired belongs to the next
+/// attempt. Copies still running in the failed attempt (another subtask, on
+/// its way to being cancelled) fire nothing more.
+pub struct FailureInjector {
+    shared: std::sync::Arc<std::sync::Mutex<Injections>>,
+    /// The attempt this copy was made for.
+    attempt: u64,
+}
+
+struct Injections {
+    pending: Vec<u64>,
+    checkpoints: Option<PathBuf>,
+    /// Failures fired so far: the attempt a clone made now belongs to.
+    fired: u64,
+}
+
+impl FailureInjector {
+    pub fn new(failures: &[u64], checkpoints: Option<&Path>) -> Self {
+        FailureInjector {
+            shared: std::sync::Arc::new(std::sync::Mutex::new(Injections {
+                pending: failures.to_vec(),
+                checkpoints: checkpoints.map(Path::to_path_buf),
+                fired: 0,
+            })),
+            attempt: 0,
+        }
+    }
+
+    /// Panics if `record` is at or past a pending failure and the rules
+    /// above allow it to fire now.
+    pub fn check(&self, record: u64) {
+        let mut shared = self.shared.lock().unwrap();
+        if shared.fired != self.attempt {
+            return; // this copy's attempt has failed already
+        }
+        let Some(i) = shared.pending.iter().position(|&at| at <= record) else {
+            return;
+        };
+        let checkpointed = shared.checkpoints.as_deref().is_none_or(|dir| {
+            rheon_state::checkpoint::list_completed(dir)
+                .is_ok_and(|completed| !completed.is_empty())
+        });
+        if checkpointed {
+            shared.pending.remove(i);
+            shared.fired += 1;
+            drop(shared); // panic without poisoning the lock
+            panic!("injected failure at record {record}");
+        }
+    }
+
+    /// How many failures have fired.
+    pub fn fired(&self) -> u64 {
+        self.shared.lock().unwrap().fired
+    }
+}
+
+impl Clone for FailureInjector {
+    fn clone(&self) -> Self {
+        FailureInjector {
+            shared: self.shared.clone(),
+            attempt: self.shared.lock().unwrap().fired,
+        }
+    }
+}
+
+/// A map for a job's records that injects `failures` as [`FailureInjector`]
+/// does.
 pub fn fail_at_records(
     failures: &[u64],
     checkpoints: Option<&Path>,
 ) -> impl Fn(u64) -> u64 + Clone + Send + Sync + 'static {
-    let pending = std::sync::Arc::new(std::sync::Mutex::new(failures.to_vec()));
-    let checkpoints = checkpoints.map(Path::to_path_buf);
+    let injector = FailureInjector::new(failures, checkpoints);
     move |k: u64| {
-        let mut pending = pending.lock().unwrap();
-        if let Some(i) = pending.iter().position(|&at| at <= k) {
-            let checkpointed = checkpoints.as_deref().is_none_or(|dir| {
-                rheon_state::checkpoint::list_completed(dir)
-                    .is_ok_and(|completed| !completed.is_empty())
-            });
-            if checkpointed {
-                pending.remove(i);
-                drop(pending); // panic without poisoning the lock
-                panic!("injected failure at record {k}");
-            }
-        }
+        injector.check(k);
         k
     }
 }

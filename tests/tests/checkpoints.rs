@@ -9,12 +9,12 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rheon::jobs::windowed_sums::{build, committed_lines};
 use rheon::{CheckpointConfig, EngineConfig, JobOutcome, RestartStrategy, StreamEnv};
-use rheon_tests::{rheon_binary, TempDir};
+use rheon_tests::{rheon_binary, FailureInjector, TempDir};
 
 /// Events per run: small in CI, larger with `RHEON_CHECKPOINT_TEST_EVENTS`.
 fn events() -> u64 {
@@ -51,7 +51,8 @@ struct Run<'a> {
 }
 
 /// Runs the job with checkpoints every 100 ms at 30 000 events/s, panicking
-/// a task the first time each of `failures` (record numbers) is seen.
+/// a task at the first record at or past each of `failures` (record numbers),
+/// one per attempt.
 fn run(r: &Run<'_>) -> Result<JobOutcome, rheon::JobError> {
     job(r, Duration::from_millis(100)).execute("windows")
 }
@@ -67,12 +68,9 @@ fn job(r: &Run<'_>, interval: Duration) -> StreamEnv {
         .with_parallelism(r.parallelism)
         .with_checkpoints(c);
     let env = StreamEnv::new(config);
-    let pending: Arc<Mutex<HashSet<u64>>> =
-        Arc::new(Mutex::new(r.failures.iter().copied().collect()));
+    let failures = FailureInjector::new(r.failures, None);
     build(&env, events(), Some(30_000.0), r.output, move |e| {
-        if pending.lock().unwrap().remove(&(e.1 as u64)) {
-            panic!("injected failure at record {}", e.1);
-        }
+        failures.check(e.1 as u64)
     });
     env
 }

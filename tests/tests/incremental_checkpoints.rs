@@ -9,9 +9,9 @@
 //! full states, no in-flight data, restorable once the job's checkpoint
 //! directory is gone.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use rheon::jobs::windowed_sums::{self, committed_lines};
@@ -22,7 +22,7 @@ use rheon::{
 use rheon_state::checkpoint::{
     list_completed, read_metadata, shared_file_checkpoint_id, verify, SHARED_DIR_NAME,
 };
-use rheon_tests::TempDir;
+use rheon_tests::{FailureInjector, TempDir};
 
 /// Distinct keys of the sum: thousands of entries, so deltas are smaller
 /// than bases.
@@ -372,13 +372,9 @@ fn window_aggregates_with_incremental_checkpoints_commit_exactly_once() {
             .with_parallelism(2)
             .with_checkpoints(c),
     );
-    let pending: Arc<Mutex<HashSet<u64>>> = Arc::new(Mutex::new(
-        [at(0.3), at(0.6), at(0.62)].into_iter().collect(),
-    ));
+    let failures = FailureInjector::new(&[at(0.3), at(0.6), at(0.62)], None);
     windowed_sums::build(&env, events(), Some(30_000.0), output.path(), move |e| {
-        if pending.lock().unwrap().remove(&(e.1 as u64)) {
-            panic!("injected failure at record {}", e.1);
-        }
+        failures.check(e.1 as u64)
     });
     let outcome = env
         .execute("windows")
