@@ -1,8 +1,10 @@
 //! Exactly-once recovery with the `windows` job (keyed event-time windows
 //! into the exactly-once file sink): injected task panics, a SIGKILL of the
-//! whole process, rescaling 2 -> 3 -> 1 through retained checkpoints, a
-//! savepoint taken on request and restored at another parallelism: in each
-//! case the committed output must equal a failure-free run's exactly. And a
+//! whole process (once, and again and again at random moments in a loop
+//! that changes the parallelism at each restart), rescaling 2 -> 3 -> 1
+//! through retained checkpoints, a savepoint taken on request and restored
+//! at another parallelism: in each case the committed output must equal a
+//! failure-free run's exactly. And a
 //! corrupt, truncated or deleted state file in the newest checkpoint: the
 //! restore falls back to the older one and loses no row.
 
@@ -319,63 +321,152 @@ fn a_savepoint_taken_on_request_restores_at_another_parallelism() {
     );
 }
 
-#[test]
-fn sigkill_then_restore_from_the_checkpoint_directory() {
-    let output_dir = TempDir::new("ckpt-kill-out");
-    let output = output_dir.path().to_path_buf();
-    let checkpoints_dir = TempDir::new("ckpt-kill-chk");
-    let checkpoints = checkpoints_dir.path().to_path_buf();
-    let records = events().to_string();
-    let args = |restore: bool| {
-        let mut a = vec![
-            "windows".to_string(),
-            "--records".into(),
-            records.clone(),
-            "--rate".into(),
-            "30000".into(),
-            "--output".into(),
-            output.display().to_string(),
-            "--checkpoint-dir".into(),
-            checkpoints.display().to_string(),
-            "--checkpoint-interval-ms".into(),
-            "100".into(),
-            "--cores".into(),
-            "2".into(),
-        ];
-        if restore {
-            a.push("--restore".into());
-            a.push(checkpoints.display().to_string());
-        }
-        a
-    };
-    let mut child = Command::new(rheon_binary())
-        .args(args(false))
-        .spawn()
-        .unwrap();
-    // Kill at a moment that varies from run to run, once a checkpoint exists.
-    let started = Instant::now();
-    let jitter = Duration::from_millis(u64::from(std::process::id() % 700));
+/// The `rheon windows` command line of a run into `output` with checkpoints
+/// every 100 ms under `checkpoints`, restoring from there with `restore`.
+fn windows_command(
+    output: &Path,
+    checkpoints: &Path,
+    parallelism: u32,
+    incremental: bool,
+    restore: bool,
+) -> Command {
+    let mut command = Command::new(rheon_binary());
+    command.arg("windows");
+    command.args(["--records", &events().to_string(), "--rate", "30000"]);
+    command.arg("--output").arg(output);
+    command.arg("--checkpoint-dir").arg(checkpoints);
+    command.args(["--checkpoint-interval-ms", "100", "--cores", "2"]);
+    command.args(["--parallelism", &parallelism.to_string()]);
+    if incremental {
+        command.arg("--incremental");
+    }
+    if restore {
+        command.arg("--restore").arg(checkpoints);
+    }
+    command
+}
+
+/// Waits until `checkpoints` holds a completed checkpoint and `at_least` has
+/// passed since `started`.
+fn wait_for_a_checkpoint(checkpoints: &Path, started: Instant, at_least: Duration) {
     loop {
         std::thread::sleep(Duration::from_millis(20));
-        let done = rheon_state::checkpoint::list_completed(&checkpoints)
+        let done = rheon_state::checkpoint::list_completed(checkpoints)
             .map(|c| !c.is_empty())
             .unwrap_or(false);
-        if done && started.elapsed() > Duration::from_millis(300) + jitter {
-            break;
+        if done && started.elapsed() > at_least {
+            return;
         }
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "no checkpoint completed"
         );
     }
+}
+
+#[test]
+fn sigkill_then_restore_from_the_checkpoint_directory() {
+    let output = TempDir::new("ckpt-kill-out");
+    let checkpoints = TempDir::new("ckpt-kill-chk");
+    let (output, checkpoints) = (output.path(), checkpoints.path());
+    let mut child = windows_command(output, checkpoints, 2, false, false)
+        .spawn()
+        .unwrap();
+    // Kill at a moment that varies from run to run, once a checkpoint exists.
+    let jitter = Duration::from_millis(u64::from(std::process::id() % 700));
+    wait_for_a_checkpoint(
+        checkpoints,
+        Instant::now(),
+        Duration::from_millis(300) + jitter,
+    );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let status = Command::new(rheon_binary())
-        .args(args(true))
+    let status = windows_command(output, checkpoints, 2, false, true)
         .status()
         .unwrap();
     assert!(status.success(), "the restored run failed");
-    assert!(committed_lines(&output).unwrap() == *expected());
+    assert!(committed_lines(output).unwrap() == *expected());
+}
+
+/// Kills per run of the kill loop: small in CI, more with `RHEON_KILL_ROUNDS`.
+fn kill_rounds() -> u32 {
+    std::env::var("RHEON_KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
+}
+
+/// The process is SIGKILLed again and again at random moments (while it
+/// restores, between checkpoints, while one is written), each time restarted
+/// from the checkpoint directory at another parallelism; the run that is left
+/// alone commits exactly the failure-free output. With full and incremental
+/// checkpoints. `RHEON_KILL_SEED` replays a printed seed.
+#[test]
+fn sigkill_loop_at_random_moments_at_changing_parallelism_commits_exactly_once() {
+    let seed = std::env::var("RHEON_KILL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos() as u64
+                | 1
+        });
+    eprintln!("kill loop seed {seed} (RHEON_KILL_SEED replays it)");
+    let mut random = seed;
+    let mut next_ms = |below: u64| {
+        // xorshift64: enough to spread the kills, and replayable.
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        random % below
+    };
+    for incremental in [false, true] {
+        let output = TempDir::new("ckpt-kill-loop-out");
+        let checkpoints = TempDir::new("ckpt-kill-loop-chk");
+        let (output, checkpoints) = (output.path(), checkpoints.path());
+        let parallelisms = [2, 3, 1];
+        let rounds = kill_rounds();
+        for round in 0..=rounds {
+            let parallelism = parallelisms[round as usize % parallelisms.len()];
+            let mut child =
+                windows_command(output, checkpoints, parallelism, incremental, round > 0)
+                    .spawn()
+                    .unwrap();
+            if round == rounds {
+                let status = child.wait().unwrap();
+                assert!(
+                    status.success(),
+                    "incremental {incremental}: the last run (parallelism {parallelism}) failed"
+                );
+                break;
+            }
+            let started = Instant::now();
+            let after = Duration::from_millis(next_ms(1200));
+            if round == 0 {
+                // Until the directory holds a checkpoint, a restart has
+                // nothing to restore.
+                wait_for_a_checkpoint(checkpoints, started, after);
+            } else {
+                std::thread::sleep(after);
+            }
+            child.kill().unwrap(); // SIGKILL; a no-op if it already finished
+            let status = child.wait().unwrap();
+            eprintln!(
+                "incremental {incremental}, round {round} at parallelism {parallelism}: killed after {after:?} ({status})"
+            );
+            if status.success() {
+                break; // it finished first: the job is done
+            }
+        }
+        let got = committed_lines(output).unwrap();
+        assert_eq!(got.len(), expected().len(), "incremental {incremental}");
+        assert!(
+            got == *expected(),
+            "incremental {incremental}: committed output differs from the failure-free run"
+        );
+    }
 }
 
 /// A checkpoint still in flight when the job ends never completes. Its files
