@@ -3,6 +3,12 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// Every benchmark runs with the allocator the `rheon` command uses: large
+/// allocations (keyed-state tables) on transparent huge pages, unless
+/// `RHEON_HUGE_PAGES=0`.
+#[global_allocator]
+static ALLOC: rheon::alloc::HugePageAlloc = rheon::alloc::HugePageAlloc;
+
 /// The median of `values` (the upper median for an even count).
 pub fn median_f64(values: &[f64]) -> f64 {
     assert!(!values.is_empty(), "median of no values");

@@ -4,6 +4,7 @@
 //! A job is Rust code: build it with [`StreamEnv`] and [`DataStream`], run it
 //! with [`StreamEnv::execute`]. See `docs/ARCHITECTURE.md` for the code map.
 
+pub mod alloc;
 pub mod api;
 pub mod checkpoint;
 pub mod cluster;

@@ -11,6 +11,11 @@ use rheon::jobs::{throughput, wordcount};
 use rheon::nexmark::{self, GeneratorConfig, Query};
 use rheon::{CheckpointConfig, CheckpointingMode, EngineConfig, RestartStrategy, StreamEnv};
 
+/// Keyed-state tables on transparent huge pages (`RHEON_HUGE_PAGES=0` turns
+/// this off): see `rheon::alloc`.
+#[global_allocator]
+static ALLOC: rheon::alloc::HugePageAlloc = rheon::alloc::HugePageAlloc;
+
 #[derive(Parser)]
 #[command(
     name = "rheon",
