@@ -388,6 +388,84 @@ fn sigkill_then_restore_from_the_checkpoint_directory() {
     assert!(committed_lines(output).unwrap() == *expected());
 }
 
+/// A job that finished leaves `_finished` (its final commits) in the
+/// checkpoint root. A restore from there replays those commits, here one
+/// undone as by a kill in the middle of them, and runs nothing: restoring the
+/// last checkpoint instead would commit the rows after it twice. A fresh run
+/// in the same root removes the record.
+#[test]
+fn a_restore_after_the_job_finished_replays_its_final_commits_and_runs_nothing() {
+    let output_dir = TempDir::new("ckpt-finished-out");
+    let output = output_dir.path().to_path_buf();
+    let checkpoints_dir = TempDir::new("ckpt-finished-chk");
+    let checkpoints = checkpoints_dir.path().to_path_buf();
+    let mut r = Run {
+        parallelism: 2,
+        failures: &[],
+        restart: RestartStrategy::None,
+        checkpoints: &checkpoints,
+        restore: None,
+        output: &output,
+    };
+    let first = run(&r).expect("the job finishes");
+    assert!(!first.already_finished);
+    assert!(
+        checkpoints.join("_finished").is_file(),
+        "no _finished record"
+    );
+    assert!(committed_lines(&output).unwrap() == *expected());
+    // Undo one final commit, as a kill between the record and the renames
+    // would.
+    let part = std::fs::read_dir(&output)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("part-")
+        })
+        .max_by_key(|p| {
+            // The last rename made (a final commit) changed it last.
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(p).unwrap();
+            (meta.ctime(), meta.ctime_nsec())
+        })
+        .expect("a committed part file");
+    let name = part.file_name().unwrap().to_string_lossy().into_owned();
+    let hidden = output.join(format!(".{name}.inprogress"));
+    std::fs::rename(&part, &hidden).unwrap();
+    assert!(committed_lines(&output).unwrap() != *expected());
+
+    r.restore = Some(&checkpoints);
+    r.parallelism = 3;
+    let again = run(&r).expect("the restore of a finished job succeeds");
+    assert!(again.already_finished, "the restore ran the job again");
+    assert!(again.checkpoints.is_empty());
+    assert!(part.exists(), "the undone commit was not replayed");
+    assert!(committed_lines(&output).unwrap() == *expected());
+
+    // A fresh run that fails leaves no record: the old one went at start.
+    r.restore = None;
+    let failures = [at(0.5)];
+    r.failures = &failures;
+    let fresh = TempDir::new("ckpt-finished-fresh-out");
+    r.output = fresh.path();
+    run(&r).expect_err("the fresh run fails");
+    assert!(!checkpoints.join("_finished").exists());
+    r.failures = &[];
+    let damaged = b"RHEONFIN but not quite";
+    std::fs::write(checkpoints.join("_finished"), damaged).unwrap();
+    r.restore = Some(&checkpoints);
+    let error = run(&r)
+        .expect_err("a damaged record is refused")
+        .to_string();
+    assert!(
+        error.contains("_finished") && error.contains("not a finished-job record"),
+        "{error}"
+    );
+}
+
 /// Kills per run of the kill loop: small in CI, more with `RHEON_KILL_ROUNDS`.
 fn kill_rounds() -> u32 {
     std::env::var("RHEON_KILL_ROUNDS")

@@ -4,7 +4,9 @@
 
 use rheon_state::checkpoint::latest_valid;
 
+use crate::checkpoint::finished;
 use crate::checkpoint::state::RestoreSnapshot;
+use crate::coordinator::job_master::apply_all;
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -150,6 +152,22 @@ impl StreamEnv {
     /// this environment's parallelism.
     pub fn execute_detached(&self, name: &str) -> Result<JobHandle, JobError> {
         let mut config = self.config.clone();
+        if let Some(handle) = self.replay_finished(name, &config)? {
+            return Ok(handle);
+        }
+        if let Some(root) = config
+            .checkpoint
+            .enabled()
+            .then_some(())
+            .and(config.checkpoint.directory.as_deref())
+        {
+            // A job starting here afresh (or from an explicit checkpoint) is
+            // not the one that finished.
+            finished::remove(root).map_err(|message| JobError::Restore {
+                job: name.to_string(),
+                message,
+            })?;
+        }
         let verification_started = std::time::Instant::now();
         let restore = match &config.checkpoint.restore_from {
             None => None,
@@ -199,6 +217,55 @@ impl StreamEnv {
     }
 }
 
+impl StreamEnv {
+    /// With `restore_from` a checkpoint root where the job finished (its
+    /// `_finished` record): replays the final commits, which a process
+    /// killed while making them may have left undone, and returns a handle
+    /// on a job that already ended. Restoring its last checkpoint instead
+    /// would commit the output after that checkpoint twice.
+    fn replay_finished(
+        &self,
+        name: &str,
+        config: &EngineConfig,
+    ) -> Result<Option<JobHandle>, JobError> {
+        let Some(root) = &config.checkpoint.restore_from else {
+            return Ok(None);
+        };
+        let restore_error = |message| JobError::Restore {
+            job: name.to_string(),
+            message,
+        };
+        let Some(record) = finished::read(root).map_err(restore_error)? else {
+            return Ok(None);
+        };
+        let started = std::time::Instant::now();
+        apply_all(&record.commits).map_err(restore_error)?;
+        eprintln!(
+            "rheon: job '{}' already finished ({}): its {} final commits are in place; nothing to run",
+            record.job,
+            finished::path(root).display(),
+            record.commits.len()
+        );
+        let (sender, outcome) = async_channel::bounded(1);
+        let _ = sender.try_send(Ok(JobOutcome {
+            elapsed: started.elapsed(),
+            vertices: Vec::new(),
+            checkpoints: Vec::new(),
+            restarts: 0,
+            restore_verification: None,
+            already_finished: true,
+        }));
+        Ok(Some(JobHandle {
+            cluster: None,
+            job: u64::MAX, // no cluster knows it: nothing to address
+            name: name.to_string(),
+            outcome,
+            checkpoint_root: None,
+            restore_verification: None,
+        }))
+    }
+}
+
 /// A job started with [`StreamEnv::execute_detached`].
 pub struct JobHandle {
     cluster: Option<EmbeddedCluster>,
@@ -216,10 +283,10 @@ impl JobHandle {
     /// ones, in `savepoint-N` under the checkpoint directory) and returns its
     /// directory once complete.
     pub fn savepoint(&self) -> Result<PathBuf, String> {
-        self.cluster
-            .as_ref()
-            .expect("the cluster lives until wait")
-            .savepoint(self.job)
+        match &self.cluster {
+            Some(cluster) => cluster.savepoint(self.job),
+            None => Err(format!("job '{}' already finished", self.name)),
+        }
     }
 
     /// Waits for the job to end and stops its cluster. Then, with no snapshot

@@ -19,6 +19,7 @@
 pub(crate) mod changelog;
 pub mod config;
 pub(crate) mod coordinator;
+pub(crate) mod finished;
 pub mod restart;
 pub(crate) mod state;
 pub(crate) mod writer;

@@ -469,6 +469,7 @@ impl JobMaster {
             }),
             None => self.commit_final().map(|()| JobOutcome {
                 restore_verification: None,
+                already_finished: false,
                 elapsed: self.started.elapsed(),
                 vertices: self.vertex_metrics(),
                 checkpoints: self
@@ -484,17 +485,29 @@ impl JobMaster {
     }
 
     /// The job ended well: what sinks staged at the end of their input
-    /// becomes visible (renames of part files, idempotent).
+    /// becomes visible (renames of part files, idempotent). With checkpoints,
+    /// the list of those commits is made durable first (`_finished`), so
+    /// that a process killed from here on is restored by replaying them, not
+    /// by replaying records whose output they commit.
     fn commit_final(&self) -> Result<(), JobError> {
-        for task in self.tasks.values() {
-            for commit in task.metrics.iter().flat_map(|m| m.commits.iter()) {
-                commit.apply().map_err(|message| JobError::Commit {
-                    job: self.graph.name.clone(),
-                    message,
-                })?;
-            }
+        let commit_error = |message| JobError::Commit {
+            job: self.graph.name.clone(),
+            message,
+        };
+        let commits: Vec<_> = self
+            .tasks
+            .values()
+            .flat_map(|task| task.metrics.iter().flat_map(|m| m.commits.iter().cloned()))
+            .collect();
+        if let Some(c) = &self.checkpoints {
+            let finished = crate::checkpoint::finished::Finished {
+                job: self.graph.name.clone(),
+                commits,
+            };
+            crate::checkpoint::finished::write(c.root(), &finished).map_err(commit_error)?;
+            return apply_all(&finished.commits).map_err(commit_error);
         }
-        Ok(())
+        apply_all(&commits).map_err(commit_error)
     }
 
     fn vertex_metrics(&self) -> Vec<VertexMetrics> {
@@ -532,6 +545,11 @@ impl JobMaster {
             })
             .collect()
     }
+}
+
+/// Applies every commit, stopping at the first that fails.
+pub(crate) fn apply_all(commits: &[crate::runtime::file_sink::PendingFile]) -> Result<(), String> {
+    commits.iter().try_for_each(|c| c.apply())
 }
 
 #[cfg(test)]

@@ -182,6 +182,9 @@ pub struct JobOutcome {
     /// With `restore_from`: how long choosing and verifying the checkpoint took
     /// before any task was deployed (every file opened, every checksum checked).
     pub restore_verification: Option<Duration>,
+    /// The restore found the job finished (`_finished` in the checkpoint
+    /// root): it replayed the job's final commits and ran nothing.
+    pub already_finished: bool,
 }
 
 /// What a completed checkpoint cost.
