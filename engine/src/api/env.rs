@@ -155,12 +155,8 @@ impl StreamEnv {
         if let Some(handle) = self.replay_finished(name, &config)? {
             return Ok(handle);
         }
-        if let Some(root) = config
-            .checkpoint
-            .enabled()
-            .then_some(())
-            .and(config.checkpoint.directory.as_deref())
-        {
+        let checkpoint_dir = config.checkpoint.directory.as_deref();
+        if let Some(root) = checkpoint_dir.filter(|_| config.checkpoint.enabled()) {
             // A job starting here afresh (or from an explicit checkpoint) is
             // not the one that finished.
             finished::remove(root).map_err(|message| JobError::Restore {

@@ -14,8 +14,8 @@
 //! u64 LE payload length, then the payload: the job's name and its
 //! `Vec<PendingFile>`, codec-encoded.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use rheon_net::codec::Codec;
@@ -52,18 +52,8 @@ pub(crate) fn write(root: &Path, finished: &Finished) -> Result<(), String> {
     bytes.extend_from_slice(&payload);
     let target = path(root);
     let temp = root.join(format!("{FILE_NAME}.inprogress"));
-    let result = (|| -> io::Result<()> {
-        let mut file = File::create(&temp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&temp, &target)?;
-        File::open(root)?.sync_all()
-    })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(&temp);
-        format!("cannot write {}: {e}", target.display())
-    })
+    rheon_state::checkpoint::write_file_atomically(&target, &temp, &bytes)
+        .map_err(|e| e.to_string())
 }
 
 /// Reads `root/_finished`: `None` when there is none; an error naming the

@@ -329,26 +329,40 @@ pub fn write_metadata(
     fs::create_dir_all(checkpoint_dir)
         .map_err(CheckpointError::io(checkpoint_dir, "create the directory"))?;
     let temp = checkpoint_dir.join(METADATA_TEMP_FILE_NAME);
+    write_file_atomically(&path, &temp, &bytes)?;
+    // The root holds the checkpoint directory's own entry.
+    match checkpoint_dir.parent() {
+        Some(root) if !root.as_os_str().is_empty() => sync_directory(root)?,
+        Some(_) => sync_directory(Path::new("."))?,
+        None => {} // The checkpoint directory is `/`.
+    }
+    Ok(path)
+}
+
+/// Writes `bytes` to `path` atomically: into `temp` (in the same directory),
+/// fsync, rename over `path`, fsync of the directory. On error `temp` is
+/// removed and `path` is as it was.
+pub fn write_file_atomically(
+    path: &Path,
+    temp: &Path,
+    bytes: &[u8],
+) -> Result<(), CheckpointError> {
     let result = (|| {
-        let mut file = File::create(&temp).map_err(CheckpointError::io(&temp, "create"))?;
-        file.write_all(&bytes)
-            .map_err(CheckpointError::io(&temp, "write"))?;
+        let mut file = File::create(temp).map_err(CheckpointError::io(temp, "create"))?;
+        file.write_all(bytes)
+            .map_err(CheckpointError::io(temp, "write"))?;
         file.sync_all()
-            .map_err(CheckpointError::io(&temp, "fsync"))?;
+            .map_err(CheckpointError::io(temp, "fsync"))?;
         drop(file);
-        fs::rename(&temp, &path).map_err(CheckpointError::io(&path, "rename into place"))?;
-        sync_directory(checkpoint_dir)?;
-        // The root holds the checkpoint directory's own entry.
-        match checkpoint_dir.parent() {
-            Some(root) if !root.as_os_str().is_empty() => sync_directory(root)?,
-            Some(_) => sync_directory(Path::new("."))?,
-            None => {} // The checkpoint directory is `/`.
+        fs::rename(temp, path).map_err(CheckpointError::io(path, "rename into place"))?;
+        match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => sync_directory(dir),
+            _ => sync_directory(Path::new(".")),
         }
-        Ok(path.clone())
     })();
     if result.is_err() {
         // Best effort: the error being returned matters more than a leftover temp file.
-        let _ = fs::remove_file(&temp);
+        let _ = fs::remove_file(temp);
     }
     result
 }

@@ -37,8 +37,8 @@ pub use layout::{
     subsume, CheckpointDirEntry,
 };
 pub use metadata::{
-    decode_metadata, encode_metadata, is_state_file_name, read_metadata, write_metadata,
-    ChannelStateEntry, CheckpointMetadata, KeyedStateFiles, OperatorSnapshot, METADATA_FILE_NAME,
-    SHARED_DIR_NAME,
+    decode_metadata, encode_metadata, is_state_file_name, read_metadata, write_file_atomically,
+    write_metadata, ChannelStateEntry, CheckpointMetadata, KeyedStateFiles, OperatorSnapshot,
+    METADATA_FILE_NAME, SHARED_DIR_NAME,
 };
 pub use verify::{latest_valid, verify};
