@@ -204,11 +204,6 @@ impl FailureInjector {
             panic!("injected failure at record {record}");
         }
     }
-
-    /// How many failures have fired.
-    pub fn fired(&self) -> u64 {
-        self.shared.lock().unwrap().fired
-    }
 }
 
 impl Clone for FailureInjector {
