@@ -453,15 +453,24 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyGroupedMap<K, V> {
 
 impl<K: Hash + Eq + Clone, V> Changelog<K, V> {
     /// Logs one change of the key group at `index`, whose map holds `map_len` entries.
+    /// Inlined into the state's per-record writes; the rare compaction is not.
+    #[inline]
     fn push(&mut self, index: usize, map_len: usize, key: K, value: Option<V>) {
         let group_log = &mut self.groups[index];
         group_log.push((key, value));
         self.entries += 1;
         if group_log.len() > COMPACT_FACTOR * map_len + COMPACT_SLACK {
-            let before = group_log.len();
-            compact(group_log);
-            self.entries -= before - group_log.len();
+            self.compact_group(index);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn compact_group(&mut self, index: usize) {
+        let group_log = &mut self.groups[index];
+        let before = group_log.len();
+        compact(group_log);
+        self.entries -= before - group_log.len();
     }
 }
 

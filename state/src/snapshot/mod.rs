@@ -8,7 +8,8 @@
 //!
 //! - [`partition`]: the counting sort that groups a flat `(key_group, entry)` sequence.
 //! - [`writer`]: [`SnapshotWriter`] streams key groups to any `io::Write`;
-//!   [`write_atomically`] writes a file with temp file, fsync, rename, directory fsync.
+//!   [`write_atomically`] writes a file with temp file, fsync, rename, directory fsync,
+//!   through [`direct::DirectFile`] (`O_DIRECT`: no copy into the page cache).
 //! - [`reader`]: [`SnapshotFile`] memory-maps a file and validates its layout on open,
 //!   and each section (checksum, then rkyv's `bytecheck` validation) when it is read;
 //!   [`plan_restore`] picks, from the files of an old parallelism, the one holding each
@@ -24,6 +25,7 @@
 //! archived layout of the key and value types; the golden files in
 //! `tests/golden/snapshot/` fail the tests when either changes.
 
+pub mod direct;
 pub mod format;
 pub mod partition;
 pub mod reader;

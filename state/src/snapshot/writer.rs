@@ -20,7 +20,7 @@
 use std::borrow::Borrow;
 use std::fs::{self, File};
 use std::hash::Hash;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
@@ -30,6 +30,7 @@ use rkyv::util::AlignedVec;
 use rkyv::vec::{ArchivedVec, VecResolver};
 use rkyv::{Archive, Place, Serialize};
 
+use super::direct::DirectFile;
 use super::format::{self, KeyGroupEntry};
 use super::partition::KeyGroupPartition;
 use super::{ByRef, RkyvError, SnapshotData, SnapshotMeta};
@@ -501,8 +502,8 @@ pub fn write_atomically<K, V, F>(
 ) -> Result<WriteSummary, SnapshotError>
 where
     F: FnOnce(
-        SnapshotWriter<BufWriter<File>, K, V>,
-    ) -> Result<(BufWriter<File>, WriteSummary), SnapshotError>,
+        SnapshotWriter<DirectFile, K, V>,
+    ) -> Result<(DirectFile, WriteSummary), SnapshotError>,
 {
     let io_error = |path: &Path, operation: &'static str| {
         let path = path.to_path_buf();
@@ -527,14 +528,11 @@ where
     };
 
     let result = (|| {
-        let file = File::create(&temp).map_err(io_error(&temp, "create"))?;
-        // Sections are written with one `write_all` each, which bypasses the buffer when
-        // larger than it; the buffer gathers the header, padding and small sections.
-        let writer = SnapshotWriter::new(BufWriter::with_capacity(1 << 16, file), meta, path)?;
+        // O_DIRECT: the disk reads the writer's buffer, the kernel copies nothing.
+        let file = DirectFile::create(&temp).map_err(io_error(&temp, "create"))?;
+        let writer = SnapshotWriter::new(file, meta, path)?;
         let (out, summary) = write(writer)?;
-        let file = out
-            .into_inner()
-            .map_err(|error| io_error(&temp, "flush")(error.into_error()))?;
+        let file = out.finish().map_err(io_error(&temp, "write"))?;
         file.sync_all().map_err(io_error(&temp, "fsync"))?;
         drop(file);
         fs::rename(&temp, path).map_err(io_error(path, "rename into place"))?;
@@ -561,8 +559,8 @@ pub fn write_encoded_atomically<F>(
 ) -> Result<WriteSummary, SnapshotError>
 where
     F: FnOnce(
-        EncodedSnapshotWriter<BufWriter<File>>,
-    ) -> Result<(BufWriter<File>, WriteSummary), SnapshotError>,
+        EncodedSnapshotWriter<DirectFile>,
+    ) -> Result<(DirectFile, WriteSummary), SnapshotError>,
 {
     write_atomically(path, meta, write)
 }
