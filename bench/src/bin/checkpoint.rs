@@ -363,10 +363,12 @@ fn report_checkpoints(mode: Mode, runs: &[Vec<CheckpointStats>]) {
 fn restore(args: &Args, model: &[u32], retained: &Retained) -> anyhow::Result<()> {
     // The checkpoint itself, not the root: the job ran to its end there, and
     // a restore from a finished job's root replays its end and runs nothing.
-    let dir = &retained.dir.join(rheon_state::checkpoint::layout::checkpoint_dir_name(
-        retained.checkpoint_id,
-        false,
-    ));
+    let dir = &retained
+        .dir
+        .join(rheon_state::checkpoint::layout::checkpoint_dir_name(
+            retained.checkpoint_id,
+            false,
+        ));
     println!("restoring the last checkpoint of {}", retained.mode.name());
     let mut figures: Vec<(u32, Vec<Duration>)> = vec![(PARALLELISM, Vec::new()), (1, Vec::new())];
     let mut wrong_runs = 0;
