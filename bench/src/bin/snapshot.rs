@@ -6,7 +6,7 @@
 //!
 //! - write: the two snapshot files from the maps (grouped form), one writer thread per
 //!   subtask and single-threaded; to the page cache, and durable (`write_atomically`:
-//!   fsync, rename, directory fsync); and the flat form (counting sort, then write);
+//!   `O_DIRECT`, fsync, rename, directory fsync); and the flat form (counting sort, then write);
 //! - restore at parallelism 2 (same), 3 and 1 (rescaled), one thread per new subtask and
 //!   single-threaded: zero-copy (open + mmap + checksum + rkyv validation, summing the
 //!   keys so every entry is touched) and full deserialization into a `KeyGroupedMap`;
