@@ -27,9 +27,10 @@
 //!    restored, before its first record), as the median of the runs and,
 //!    separately, the first run (which a restore after a crash resembles:
 //!    files read from disk, and for the process's first restore, memory the
-//!    process never touched). Each restored run also checks its sums: it records every key's last emitted
-//!    sum, and each must equal the key's count in a plain model of the
-//!    generator, so a restore that lost or doubled state fails the program.
+//!    process never touched). Each restored run also checks its sums: it
+//!    records every key's last emitted sum, and each must equal the key's
+//!    count in a plain model of the generator, so a restore that lost or
+//!    doubled state fails the program.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +44,7 @@ use rheon_bench::{
     checkpoint_root, duration_spread, gb_per_s, median_duration, median_f64, percentile_duration,
     process_cpu_time, spread_key, verdict,
 };
+use rheon_state::checkpoint::layout::checkpoint_dir_name;
 
 const PARALLELISM: u32 = 2;
 const LOSS_TARGET_PERCENT: f64 = 10.0;
@@ -367,10 +369,7 @@ fn restore(args: &Args, model: &[u32], retained: &Retained) -> anyhow::Result<()
     // a restore from a finished job's root replays its end and runs nothing.
     let dir = &retained
         .dir
-        .join(rheon_state::checkpoint::layout::checkpoint_dir_name(
-            retained.checkpoint_id,
-            false,
-        ));
+        .join(checkpoint_dir_name(retained.checkpoint_id, false));
     println!("restoring the last checkpoint of {}", retained.mode.name());
     let mut figures: Vec<(u32, Vec<Duration>)> = vec![(PARALLELISM, Vec::new()), (1, Vec::new())];
     let mut wrong_runs = 0;

@@ -293,7 +293,7 @@ impl RestoredOperator<'_> {
         let mut shares = key_groups.chunks(key_groups.len().div_ceil(threads).max(1));
         let own = shares.next().unwrap_or_default();
         let restore_share = |share: &[(u32, &SnapshotFile)]| {
-            let mut scratch = ReplayScratch::default();
+            let mut scratch = ReplayScratch::new();
             share
                 .iter()
                 .map(|group| restore_group(group, &mut scratch))
@@ -376,17 +376,7 @@ const REPLAY_REGION_BYTES: usize = 256 << 10;
 
 /// Per restore thread, reused from key group to key group: the changes of
 /// one key group, by region of its hash table.
-struct ReplayScratch<K, V> {
-    regions: Vec<Vec<(K, Option<V>)>>,
-}
-
-impl<K, V> Default for ReplayScratch<K, V> {
-    fn default() -> Self {
-        Self {
-            regions: Vec::new(),
-        }
-    }
-}
+type ReplayScratch<K, V> = Vec<Vec<(K, Option<V>)>>;
 
 /// Replays the sections of `key_group` in the changelog files `deltas`
 /// (oldest first) over its map: `(key, Some(value))` sets the key, `(key,
@@ -439,7 +429,6 @@ where
     }
     let shift = buckets.trailing_zeros() - regions.trailing_zeros();
     let hasher = *group.hasher();
-    let scratch = &mut scratch.regions;
     if scratch.len() < regions {
         scratch.resize_with(regions, Vec::new);
     }
@@ -688,9 +677,9 @@ mod tests {
         }
         for checksummed in [false, true] {
             let mut got = base.clone();
-            let mut scratch = ReplayScratch::default();
+            let mut scratch = ReplayScratch::new();
             replay_key_group(0, &deltas, checksummed, &mut got, &mut scratch).unwrap();
-            assert!(scratch.regions.len() > 1, "the table is replayed by region");
+            assert!(scratch.len() > 1, "the table is replayed by region");
             assert_eq!(got, want);
         }
         std::fs::remove_dir_all(&dir).unwrap();

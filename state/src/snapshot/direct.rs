@@ -69,12 +69,6 @@ impl DirectFile {
         })
     }
 
-    /// Whether the file is written with `O_DIRECT` (false where the file system
-    /// refused it).
-    pub fn is_direct(&self) -> bool {
-        self.direct
-    }
-
     /// Writes what is buffered, padding the last block with zeros if the file is
     /// direct, and truncates the padding away; returns the file, holding exactly the
     /// bytes written, for the caller to fsync.

@@ -488,7 +488,9 @@ impl<W: Write> Writer<RkyvError> for SectionWriter<'_, W> {
 /// Writes a snapshot file at `path` so that it appears complete or not at all: `write`
 /// fills a [`SnapshotWriter`] on a temporary file in the same directory (`.NAME.tmp`),
 /// which is then finished, fsynced and renamed to `path`, and the directory is fsynced so
-/// the rename survives a crash. On error the temporary file is removed.
+/// the rename survives a crash. On error the temporary file is removed. The file is a
+/// [`DirectFile`] (`O_DIRECT`), which copies each byte once into its aligned buffer,
+/// where the page cache would have copied it too.
 ///
 /// `write` returns the finished writer's result, typically with
 /// [`SnapshotWriter::write_partition`], [`SnapshotWriter::write_map`],
