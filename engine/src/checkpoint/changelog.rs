@@ -66,6 +66,9 @@ pub(crate) struct ChangelogState<K, V> {
     /// The newest checkpoint whose log was incomplete: only a base taken at
     /// or after it can start a chain.
     broken_at: Option<u64>,
+    /// A written log no chain needs any more, whose memory the next take
+    /// reuses (`KeyGroupedMap::recycle_changelog`).
+    spare: Option<Changelog<K, V>>,
 }
 
 impl<K, V> Default for ChangelogState<K, V> {
@@ -75,6 +78,7 @@ impl<K, V> Default for ChangelogState<K, V> {
             pending: BTreeMap::new(),
             segments: Vec::new(),
             broken_at: None,
+            spare: None,
         }
     }
 }
@@ -121,6 +125,9 @@ where
         checkpoint_id: u64,
         ratio: f64,
     ) -> KeyedWrite {
+        if let Some(spare) = self.spare.take() {
+            map.recycle_changelog(spare);
+        }
         match map.take_changelog() {
             None => {
                 // The first checkpoint: logging starts with its base.
@@ -189,7 +196,18 @@ where
         };
         self.confirmed = Some(counted);
         self.pending.retain(|&id, _| id > checkpoint_id);
-        self.segments.retain(|&(id, _)| id > checkpoint_id);
+        let held = self
+            .segments
+            .iter()
+            .take_while(|&&(id, _)| id <= checkpoint_id);
+        let done: Vec<_> = self.segments.drain(..held.count()).collect();
+        // The writer has dropped its share of a written log by now, unless
+        // it is still writing a later checkpoint that holds it too.
+        self.spare = done
+            .into_iter()
+            .filter_map(|(_, log)| Arc::try_unwrap(log).ok())
+            .next_back()
+            .or(self.spare.take());
     }
 }
 
@@ -316,6 +334,35 @@ mod tests {
         let last = id + MAX_CHAIN_DELTAS as u64;
         let (chain, writes) = checkpoint_writes(&mut state, &mut map, last + 1);
         assert_eq!((chain.deltas.last(), writes), (Some(&last), false));
+    }
+
+    #[test]
+    fn a_written_log_is_the_memory_of_the_log_after_next() {
+        let mut map = KeyGroupedMap::new(KeyGroupRange::new(0, 0), 1);
+        let mut state = ChangelogState::default();
+        for key in 0..10_000 {
+            map.insert(0, key, 0);
+        }
+        checkpoint(&mut state, &mut map, 1);
+        // A large log, then small ones: a new log would be sized to the small
+        // one before it, a recycled one keeps the large one's capacity.
+        let mut capacities = Vec::new();
+        for (id, changes) in [(2, 3000), (3, 1000), (4, 1000)] {
+            for key in 0..changes {
+                map.insert(0, key, id);
+            }
+            // The write (and the writer's share of the log) is dropped before
+            // the checkpoint completes, as the writer thread drops it.
+            drop(state.write("sum", "u64", &mut map, id, Some(1.0)));
+            let (_, log) = state.segments.last().expect("a delta's log");
+            assert_eq!(log.groups[0].len(), changes as usize);
+            capacities.push(log.groups[0].capacity());
+            state.notify_complete(id);
+        }
+        // Checkpoint 2's log, written and completed, is the memory of the log
+        // checkpoint 4 took.
+        assert!(capacities[0] >= 3000);
+        assert_eq!(capacities[2], capacities[0], "{capacities:?}");
     }
 
     #[test]
