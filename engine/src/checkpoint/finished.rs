@@ -38,8 +38,15 @@ pub(crate) fn path(root: &Path) -> PathBuf {
     root.join(FILE_NAME)
 }
 
-/// Writes `finished` to `root/_finished` atomically.
+/// Writes `finished` to `root/_finished` atomically, creating `root` if it
+/// does not exist yet (a job can finish before its first checkpoint).
 pub(crate) fn write(root: &Path, finished: &Finished) -> Result<(), String> {
+    fs::create_dir_all(root).map_err(|e| {
+        format!(
+            "cannot create the checkpoint directory {}: {e}",
+            root.display()
+        )
+    })?;
     let job_len = finished.job.encoded_len();
     let mut payload = vec![0; job_len + finished.commits.encoded_len()];
     finished.job.encode(&mut payload[..job_len]);
@@ -132,6 +139,14 @@ mod tests {
                 },
             ],
         }
+    }
+
+    #[test]
+    fn a_job_that_finishes_before_its_first_checkpoint_creates_the_root() {
+        let root = temp_root("no-root").join("checkpoints");
+        write(&root, &sample()).unwrap();
+        assert_eq!(read(&root).unwrap(), Some(sample()));
+        fs::remove_dir_all(root.parent().unwrap()).unwrap();
     }
 
     #[test]
