@@ -60,8 +60,9 @@ pub struct KeyGroupedMap<K, V> {
     /// clone shares it), so a write reaches it without `Arc::make_mut`, whose atomic
     /// compare-exchange per record drains the store buffer and serializes the cache
     /// misses of consecutive records (the `changelog` bench: a logged upsert went from
-    /// 248 to 177 ns without it). Set after `make_mut`; cleared by [`fork`](Self::fork) and `clone`, the only
-    /// places that clone a key group's `Arc` (no `Weak` is ever made).
+    /// 248 to 177 ns without it). Set after `make_mut`; cleared by [`fork`](Self::fork)
+    /// and `clone`, the only places that clone a key group's `Arc` (no `Weak` is ever
+    /// made).
     unique: Vec<AtomicBool>,
     log: Option<Box<Changelog<K, V>>>,
     /// With a changelog: per key group, the keys [`log_key`](Self::log_key) marked,
@@ -489,8 +490,10 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyGroupedMap<K, V> {
             // A log that outgrows it grows while the task runs.
             std::mem::take(&mut self.spare_log)
         } else {
-            let new = log.groups.iter().map(|g| Vec::with_capacity(g.len()));
-            new.collect()
+            log.groups
+                .iter()
+                .map(|g| Vec::with_capacity(g.len()))
+                .collect()
         };
         let fresh = Changelog {
             groups,
@@ -503,9 +506,9 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyGroupedMap<K, V> {
     /// Hands back a log an earlier [`take_changelog`](Self::take_changelog) returned,
     /// once it is written: the next take starts its logs in that memory. Fresh memory
     /// costs a page fault per page (per huge page with `alloc::HugePageAlloc`) and the
-    /// kernel's zeroing; at a million changes a second, new logs at every checkpoint
-    /// were a sixth of an incremental job's page faults. A log of another map (another
-    /// number of key groups) is dropped.
+    /// kernel's zeroing; with new logs at every checkpoint, 15% of the page faults of
+    /// the checkpoint bench's incremental run were in appending to them. A log of
+    /// another map (another number of key groups) is dropped.
     pub fn recycle_changelog(&mut self, mut log: Changelog<K, V>) {
         if log.groups.len() == self.groups.len() {
             log.groups.iter_mut().for_each(Vec::clear);

@@ -26,12 +26,14 @@
 //! misses could not overlap. Since `KeyGroupedMap` skips it for key groups
 //! known to be unique, logging costs +5.9% (medians of 5 rounds).
 //!
-//! On 2026-11-22 (evening) the same binary gave, in 3-round runs minutes
-//! apart, anywhere from +1% to +55% for either log handling, and the plain
-//! map alone from 142 to 234 ns per record: the host was far noisier than
-//! the difference between recycled and dropped logs, which this bench did not
-//! resolve. (One run's `smaps_rollup`: 2.0 of 3.25 GB in huge pages, so the
-//! two maps' tables are not equally backed either.)
+//! On 2026-11-22 (evening) this loop, in 3-round runs minutes apart, gave
+//! logging costs of +15%, +35% and +54% with recycled logs and +29%, +41%
+//! and +50% with `--drop-logs`, the plain map alone 155 to 271 ns per record;
+//! the loop before `--drop-logs` existed, on the same library, gave +6.9% and
+//! -0.2% that evening. The host was far noisier than the difference between
+//! recycled and dropped logs, which this bench did not resolve. (One run's
+//! `smaps_rollup`: 2.0 of 3.25 GB in huge pages, so the two maps' tables are
+//! not equally backed either.)
 
 use std::time::Instant;
 

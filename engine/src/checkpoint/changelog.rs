@@ -196,18 +196,19 @@ where
         };
         self.confirmed = Some(counted);
         self.pending.retain(|&id, _| id > checkpoint_id);
-        let held = self
+        let done = self
             .segments
             .iter()
-            .take_while(|&&(id, _)| id <= checkpoint_id);
-        let done: Vec<_> = self.segments.drain(..held.count()).collect();
+            .take_while(|&&(id, _)| id <= checkpoint_id)
+            .count();
         // The writer has dropped its share of a written log by now, unless
-        // it is still writing a later checkpoint that holds it too.
-        self.spare = done
-            .into_iter()
-            .filter_map(|(_, log)| Arc::try_unwrap(log).ok())
-            .next_back()
-            .or(self.spare.take());
+        // it is still writing a later checkpoint that holds it too. The
+        // newest log it let go of is the spare.
+        for (_, log) in self.segments.drain(..done) {
+            if let Ok(log) = Arc::try_unwrap(log) {
+                self.spare = Some(log);
+            }
+        }
     }
 }
 
