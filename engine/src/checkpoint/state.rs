@@ -281,9 +281,7 @@ impl RestoredOperator<'_> {
         let restore_group = |&(key_group, file): &(u32, &SnapshotFile),
                              scratch: &mut ReplayScratch<K, V>| {
             let verified = self.checksums_verified;
-            let mut group = decode_key_group::<K, V>(key_group, file, verified)?;
-            replay_key_group(key_group, &deltas, verified, &mut group, scratch)?;
-            Ok(group)
+            restore_key_group(key_group, file, &deltas, verified, scratch)
         };
         let key_groups: Vec<(u32, &SnapshotFile)> = plan.iter().collect();
         let threads = restore_threads(self.parallelism, key_groups.len());
@@ -348,107 +346,101 @@ fn unpin_current_thread() {
     }
 }
 
-/// Decodes one key group's section into a map presized from its index.
-fn decode_key_group<K, V>(
+/// Bytes of a key group's hash table that one region of a restore covers
+/// (see [`restore_key_group`]): a quarter of a core's L2 cache here, so the
+/// writes of one region hit it.
+const REPLAY_REGION_BYTES: usize = 256 << 10;
+
+/// Per restore thread, reused from key group to key group: the entries of
+/// one key group, by region of its hash table.
+type ReplayScratch<K, V> = Vec<Vec<(K, Option<V>)>>;
+
+/// Restores `key_group`: its section of the full snapshot `base`, then its
+/// sections of the changelog files `deltas` (oldest first) replayed over it:
+/// `(key, Some(value))` sets the key, `(key, None)` removes it.
+///
+/// A key group's table is larger than the caches, and entries in file order
+/// hit it at random: inserted one by one they cost a miss to memory each, and
+/// a chain's deltas can hold as many entries as its base. So when there are
+/// deltas, the entries, the base's and the deltas', are first gathered by region of the table (the
+/// high bits of the bucket a key hashes to, as hashbrown places it) and then
+/// inserted region by region, each region small enough to stay in cache. The
+/// entries of one key land in one region in their file order, so the newest
+/// still wins. The table is presized from the base's count; if the bucket
+/// count guessed from its capacity were wrong, or the table grew while
+/// replaying, only the locality would suffer. Memory: the key group's
+/// entries, decoded, which the materialization policy bounds by a multiple
+/// of the state.
+fn restore_key_group<K, V>(
     key_group: u32,
-    file: &SnapshotFile,
+    base: &SnapshotFile,
+    deltas: &[SnapshotFile],
     checksummed: bool,
+    scratch: &mut ReplayScratch<K, V>,
 ) -> Result<FxHashMap<K, V>, String>
 where
     K: Codec + Hash + Eq,
     V: Codec,
 {
-    let section = Section::read(key_group, file, checksummed)?;
+    let section = Section::read(key_group, base, checksummed)?;
     let mut group = FxHashMap::default();
     // The count is checksummed with the index, but never trust it for an
     // allocation beyond what the section's bytes can hold.
     group.reserve((section.count as usize).min(section.bytes.len()));
-    section.for_each_entry::<K, V>("snapshot", |key, value| {
-        group.insert(key, value);
-    })?;
-    Ok(group)
-}
-
-/// Bytes of a key group's hash table that one region of a replay covers
-/// (see [`replay_key_group`]): a quarter of a core's L2 cache here, so the
-/// writes of one region hit it.
-const REPLAY_REGION_BYTES: usize = 256 << 10;
-
-/// Per restore thread, reused from key group to key group: the changes of
-/// one key group, by region of its hash table.
-type ReplayScratch<K, V> = Vec<Vec<(K, Option<V>)>>;
-
-/// Replays the sections of `key_group` in the changelog files `deltas`
-/// (oldest first) over its map: `(key, Some(value))` sets the key, `(key,
-/// None)` removes it.
-///
-/// A key group's table is larger than the caches, and changes in file order
-/// hit it at random: replayed one by one they cost a miss to memory each, and
-/// a chain's deltas can hold as many entries as its base. So the changes are
-/// first gathered by region of the table (the high bits of the bucket a key
-/// hashes to, as hashbrown places it) and then applied region by region, each
-/// region small enough to stay in cache. Changes to one key land in one region
-/// in their file order, so the newest still wins. If the bucket count guessed
-/// from the capacity were wrong, or the table grew while replaying, only the
-/// locality would suffer. Memory: the key group's changes, decoded, which the
-/// materialization policy bounds by a multiple of the state.
-fn replay_key_group<K, V>(
-    key_group: u32,
-    deltas: &[SnapshotFile],
-    checksummed: bool,
-    group: &mut FxHashMap<K, V>,
-    scratch: &mut ReplayScratch<K, V>,
-) -> Result<(), String>
-where
-    K: Codec + Hash + Eq,
-    V: Codec,
-{
     let apply = |group: &mut FxHashMap<K, V>, key: K, value: Option<V>| {
         match value {
             Some(value) => group.insert(key, value),
             None => group.remove(&key),
         };
     };
-    let sections = deltas
-        .iter()
-        .filter(|delta| delta.meta().key_groups.contains(key_group));
+    let sections = || {
+        deltas
+            .iter()
+            .filter(|delta| delta.meta().key_groups.contains(key_group))
+    };
     // hashbrown keeps 7/8 of a power-of-two bucket count usable.
     let buckets = (group.capacity() / 7 * 8).next_power_of_two();
     let table_bytes = buckets * (std::mem::size_of::<(K, V)>() + 1);
     let regions = (table_bytes / REPLAY_REGION_BYTES)
         .next_power_of_two()
         .min(buckets);
-    if regions <= 1 {
-        for delta in sections {
+    // A base alone goes straight in: measured on the checkpoint bench, the
+    // gathering pass cost a full restore more than the locality saved it,
+    // while it sped a chain's up (see `docs/ARCHITECTURE.md`).
+    if regions <= 1 || sections().next().is_none() {
+        section.for_each_entry::<K, V>("snapshot", |key, value| {
+            group.insert(key, value);
+        })?;
+        for delta in sections() {
             Section::read(key_group, delta, checksummed)?
                 .for_each_entry::<K, Option<V>>("changelog", |key, value| {
-                    apply(group, key, value)
+                    apply(&mut group, key, value)
                 })?;
         }
-        return Ok(());
+        return Ok(group);
     }
     let shift = buckets.trailing_zeros() - regions.trailing_zeros();
     let hasher = *group.hasher();
     if scratch.len() < regions {
         scratch.resize_with(regions, Vec::new);
     }
-    // Empty unless an earlier key group's replay failed halfway.
+    // Empty unless an earlier key group's restore failed halfway.
     scratch.iter_mut().for_each(Vec::clear);
-    for delta in sections {
-        Section::read(key_group, delta, checksummed)?.for_each_entry::<K, Option<V>>(
-            "changelog",
-            |key, value| {
-                let bucket = hasher.hash_one(&key) as usize & (buckets - 1);
-                scratch[bucket >> shift].push((key, value));
-            },
-        )?;
+    let mut gather = |key: K, value: Option<V>| {
+        let bucket = hasher.hash_one(&key) as usize & (buckets - 1);
+        scratch[bucket >> shift].push((key, value));
+    };
+    section.for_each_entry::<K, V>("snapshot", |key, value| gather(key, Some(value)))?;
+    for delta in sections() {
+        Section::read(key_group, delta, checksummed)?
+            .for_each_entry::<K, Option<V>>("changelog", &mut gather)?;
     }
     for region in &mut scratch[..regions] {
         for (key, value) in region.drain(..) {
-            apply(group, key, value);
+            apply(&mut group, key, value);
         }
     }
-    Ok(())
+    Ok(group)
 }
 
 /// One key group's encoded section of a state file, its checksum verified
@@ -629,26 +621,27 @@ mod tests {
         .expect("the pinned thread's checks");
     }
 
-    /// Writes a changelog file of key group 0 holding `changes` in order.
-    fn delta_file(path: &Path, changes: &[(u64, Option<u64>)]) -> SnapshotFile {
-        let meta = SnapshotMeta::new("sum", "codec:delta", 1, KeyGroupRange::new(0, 0));
+    /// Writes a state file of key group 0 holding `entries` in order: a
+    /// snapshot's `(key, value)` or a changelog's `(key, Some(value) | None)`.
+    fn section_file<V: Codec>(path: &Path, entries: &[(u64, V)]) -> SnapshotFile {
+        let meta = SnapshotMeta::new("sum", "codec:test", 1, KeyGroupRange::new(0, 0));
         let mut buffer = Vec::new();
         rheon_state::snapshot::writer::write_encoded_atomically(path, meta, |mut writer| {
-            let count = encode_section(&mut buffer, || changes.iter().map(|(k, v)| (k, v)));
+            let count = encode_section(&mut buffer, || entries.iter().map(|(k, v)| (k, v)));
             writer.write_key_group_encoded(0, count, &buffer)?;
             writer.finish()
         })
-        .expect("write the delta");
-        SnapshotFile::open(path).expect("open the delta")
+        .expect("write the state file");
+        SnapshotFile::open(path).expect("open the state file")
     }
 
     #[test]
-    fn a_replay_by_table_region_applies_every_change_in_file_order() {
+    fn a_restore_by_table_region_applies_the_base_then_every_change_in_file_order() {
         let dir = std::env::temp_dir().join(format!("rheon-replay-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         // A table of megabytes, so the changes are gathered in many regions.
-        let base: FxHashMap<u64, u64> = (0..100_000).map(|k| (k, k)).collect();
+        let base: Vec<(u64, u64)> = (0..100_000).map(|k| (k, k)).collect();
         let first: Vec<(u64, Option<u64>)> = (0..120_000)
             .filter(|k| k % 3 == 0)
             .map(|k| (k, Some(k * 3)))
@@ -665,10 +658,11 @@ mod tests {
         second.extend((0..130_000).filter(|k| k % 7 == 0).map(|k| (k, Some(1))));
         second.extend((0..130_000).filter(|k| k % 11 == 0).map(|k| (k, None)));
         let deltas = vec![
-            delta_file(&dir.join("1.delta"), &first),
-            delta_file(&dir.join("2.delta"), &second),
+            section_file(&dir.join("1.delta"), &first),
+            section_file(&dir.join("2.delta"), &second),
         ];
-        let mut want = base.clone();
+        let base_file = section_file(&dir.join("0.base"), &base);
+        let mut want: FxHashMap<u64, u64> = base.iter().copied().collect();
         for (k, v) in first.iter().chain(&second) {
             match v {
                 Some(v) => want.insert(*k, *v),
@@ -676,11 +670,14 @@ mod tests {
             };
         }
         for checksummed in [false, true] {
-            let mut got = base.clone();
             let mut scratch = ReplayScratch::new();
-            replay_key_group(0, &deltas, checksummed, &mut got, &mut scratch).unwrap();
-            assert!(scratch.len() > 1, "the table is replayed by region");
+            let got = restore_key_group(0, &base_file, &deltas, checksummed, &mut scratch).unwrap();
+            assert!(scratch.len() > 1, "the table is restored by region");
             assert_eq!(got, want);
+            // The base alone, as a full checkpoint restores it.
+            let got = restore_key_group::<u64, u64>(0, &base_file, &[], checksummed, &mut scratch);
+            let base_only: FxHashMap<u64, u64> = base.iter().copied().collect();
+            assert_eq!(got.unwrap(), base_only);
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
