@@ -115,11 +115,19 @@ impl EmbeddedCluster {
         ((job, name), outcome)
     }
 
-    /// Asks the job for a savepoint and waits for its directory.
-    pub(crate) fn savepoint(&self, job: JobId) -> Result<std::path::PathBuf, String> {
+    /// Asks the job for a checkpoint (or a savepoint) now and waits for its
+    /// directory.
+    pub(crate) fn trigger(
+        &self,
+        job: JobId,
+        savepoint: bool,
+    ) -> Result<std::path::PathBuf, String> {
         let (reply, answer) = mailbox();
-        self.coordinator
-            .send(CoordinatorMsg::TriggerSavepoint { job, reply });
+        self.coordinator.send(CoordinatorMsg::TriggerOnRequest {
+            job,
+            savepoint,
+            reply,
+        });
         answer
             .recv_blocking()
             .unwrap_or_else(|_| Err("the coordinator stopped".into()))

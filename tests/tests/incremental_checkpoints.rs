@@ -491,3 +491,109 @@ fn a_savepoint_under_incremental_unaligned_checkpoints_is_self_contained() {
         "committed rows differ from the failure-free run's"
     );
 }
+
+/// A job with a checkpoint directory and no interval takes only the
+/// checkpoints asked for through its handle: incremental ones, named and
+/// retained as periodic ones are, each committing the sink's output, and
+/// the newest restores at another parallelism. Without a directory, the
+/// request fails naming what is missing.
+#[test]
+fn checkpoints_taken_on_request_are_incremental_and_restore() {
+    let output = TempDir::new("incr-request-out");
+    let checkpoints = TempDir::new("incr-request-chk");
+    let mut c = CheckpointConfig {
+        directory: Some(checkpoints.path().to_path_buf()),
+        incremental: true,
+        retained: 3,
+        ..CheckpointConfig::default()
+    };
+    c.restart = RestartStrategy::None;
+    let env = StreamEnv::new(
+        EngineConfig::default()
+            .with_executors(2)
+            .with_parallelism(2)
+            .with_checkpoints(c),
+    );
+    build(&env, Some(20_000.0), output.path(), None, &[]);
+    let handle = env.execute_detached("on request").expect("the job starts");
+    std::thread::sleep(Duration::from_millis(200));
+    let first = handle.checkpoint().expect("the first checkpoint completes");
+    std::thread::sleep(Duration::from_millis(200));
+    let second = handle
+        .checkpoint()
+        .expect("the second checkpoint completes");
+    let outcome = handle.wait().expect("the job finishes");
+    assert!(!outcome.checkpoints.is_empty());
+    let id = |dir: &Path| -> u64 {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let id = name
+            .strip_prefix("chk-")
+            .unwrap_or_else(|| panic!("{name}"));
+        id.parse().unwrap()
+    };
+    assert!(id(&first) < id(&second), "{first:?} {second:?}");
+    let mut completed: Vec<u64> = list_completed(checkpoints.path())
+        .unwrap()
+        .iter()
+        .map(|c| c.0)
+        .collect();
+    completed.sort();
+    assert_eq!(
+        completed,
+        vec![id(&first), id(&second)],
+        "no periodic checkpoint"
+    );
+    let metadata = read_metadata(&second).unwrap();
+    assert!(!metadata.savepoint);
+    let sum = metadata
+        .operators
+        .iter()
+        .flat_map(|o| &o.keyed_states)
+        .find(|k| k.name == "sum")
+        .expect("the sum's state");
+    assert!(
+        !sum.deltas.is_empty() && sum.files.iter().all(|f| f.starts_with("../shared/")),
+        "the second checkpoint extends the first's chain: {:?} {:?}",
+        sum.files,
+        sum.deltas
+    );
+
+    let mut c = CheckpointConfig::every(Duration::from_millis(50), checkpoints.path());
+    c.incremental = true;
+    c.restore_from = Some(second.clone());
+    let env = StreamEnv::new(
+        EngineConfig::default()
+            .with_executors(2)
+            .with_parallelism(3)
+            .with_checkpoints(c),
+    );
+    build(&env, None, output.path(), None, &[]);
+    env.execute("restored")
+        .expect("the job restored at parallelism 3 finishes");
+    // The restored run emits again what followed the checkpoint; every row
+    // is a key's running count, so the distinct rows are the failure-free
+    // run's exactly when no state was lost.
+    let mut distinct = committed(output.path());
+    distinct.dedup();
+    assert!(
+        distinct == *expected(),
+        "committed rows differ from the failure-free run's"
+    );
+
+    let env = StreamEnv::new(
+        EngineConfig::default()
+            .with_executors(2)
+            .with_parallelism(2),
+    );
+    let unused = TempDir::new("incr-request-none");
+    build(&env, Some(20_000.0), unused.path(), None, &[]);
+    let handle = env
+        .execute_detached("no directory")
+        .expect("the job starts");
+    std::thread::sleep(Duration::from_millis(200));
+    let refused = handle
+        .checkpoint()
+        .expect_err("no checkpoint without a directory");
+    assert!(refused.contains("no checkpoint directory"), "{refused}");
+    handle.wait().expect("the job still finishes");
+}

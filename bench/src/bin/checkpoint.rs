@@ -34,11 +34,30 @@
 //!    records every key's last emitted sum, and each must equal the key's
 //!    count in a plain model of the generator, so a restore that lost or
 //!    doubled state fails the program.
+//! 3. Paired (`--paired-phase-ms P`, instead of 1 and 2): the whole-run
+//!    comparison above swings by tens of percent on this shared host, run to
+//!    run. Here one job per mode runs with a checkpoint directory and no
+//!    interval; once every key has state and a first checkpoint is written,
+//!    the program alternates phases of P ms without checkpoints and with one
+//!    requested (`JobHandle::checkpoint`) every `--interval-ms`, and counts
+//!    the records generated in each. An on phase starts after an unmeasured
+//!    checkpoint of the off phase's changes, so that each measured one holds
+//!    an interval's changes as a periodic one does (and an incremental
+//!    chain's new bases fall in measured and unmeasured checkpoints alike);
+//!    it ends when its last checkpoint completes, so no write spills into
+//!    the next off phase. Each
+//!    on phase's rate is compared with the mean of the off phases on either
+//!    side, so slow drifts of the host cancel; printed: the median of those
+//!    losses, and the on phases' total rate against the off phases'. What
+//!    this leaves out: the cost of logging changes in the incremental mode,
+//!    which runs in both phases once the first checkpoint enabled it (the
+//!    `changelog` bench measures it).
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -91,17 +110,63 @@ struct Args {
     /// same `--keep DIR`, `--records` and `--keys` left there.
     #[arg(long, requires = "keep")]
     restore_only: bool,
+    /// Measure the cost in one job per mode, alternating phases of this many
+    /// ms without and with checkpoints (no restore; see the module doc).
+    #[arg(long, value_name = "MS", conflicts_with = "restore_only")]
+    paired_phase_ms: Option<u64>,
 }
 
 /// Every key's last (largest) emitted sum, written by the restored job.
 type LastSums = Arc<Vec<AtomicU64>>;
 
+/// Records a job generated so far: each thread counts its own and adds them
+/// to the shared total every `PROGRESS_BATCH`, so that counting costs no
+/// shared write per record.
+#[derive(Clone, Default)]
+struct Progress(Arc<AtomicU64>);
+
+const PROGRESS_BATCH: u64 = 4096;
+
+thread_local! {
+    static UNCOUNTED: Cell<u64> = const { Cell::new(0) };
+}
+
+impl Progress {
+    fn count_one(&self) {
+        UNCOUNTED.with(|uncounted| {
+            let n = uncounted.get() + 1;
+            if n == PROGRESS_BATCH {
+                self.0.fetch_add(n, Ordering::Relaxed);
+                uncounted.set(0);
+            } else {
+                uncounted.set(n);
+            }
+        });
+    }
+
+    /// Generated records, short of at most `PROGRESS_BATCH` per thread.
+    fn total(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Builds the keyed sum; with `last_sums`, a map before the sink records each
-/// key's largest sum.
-fn keyed_sum(env: &StreamEnv, args: &Args, last_sums: Option<LastSums>) {
+/// key's largest sum; with `progress`, the generator counts its records.
+fn keyed_sum(
+    env: &StreamEnv,
+    args: &Args,
+    last_sums: Option<LastSums>,
+    progress: Option<Progress>,
+) {
     let keys = args.keys;
-    let sums = env
-        .generate(args.records, move |k| (spread_key(k, keys), 1u64))
+    let records = match progress {
+        None => env.generate(args.records, move |k| (spread_key(k, keys), 1u64)),
+        Some(progress) => env.generate(args.records, move |k| {
+            progress.count_one();
+            (spread_key(k, keys), 1u64)
+        }),
+    };
+    let sums = records
         .key_by(|r: &(u64, u64)| r.0)
         .sum(|r: &(u64, u64)| r.1);
     match last_sums {
@@ -138,6 +203,13 @@ fn main() -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => checkpoint_root("checkpoint"),
     };
+    if let Some(phase_ms) = args.paired_phase_ms {
+        paired(&args, &dir, Duration::from_millis(phase_ms))?;
+        if args.keep.is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        return Ok(());
+    }
     let retained = if args.restore_only {
         kept(&args, &dir)?
     } else {
@@ -237,7 +309,7 @@ fn cost(args: &Args, root: &Path) -> anyhow::Result<Vec<Retained>> {
             let dir = root.join(format!("{mode:?}").to_lowercase());
             let _ = std::fs::remove_dir_all(&dir);
             let env = StreamEnv::new(config(PARALLELISM, mode.checkpoint(args, &dir)));
-            keyed_sum(&env, args, None);
+            keyed_sum(&env, args, None, None);
             let cpu_before = process_cpu_time();
             let outcome = env.execute("keyed sum")?;
             let cpu_used = process_cpu_time() - cpu_before;
@@ -310,6 +382,138 @@ fn cost(args: &Args, root: &Path) -> anyhow::Result<Vec<Retained>> {
         });
     }
     Ok(retained)
+}
+
+/// One phase of a paired run: checkpoints requested or not.
+struct Phase {
+    checkpoints: bool,
+    records: u64,
+    elapsed: Duration,
+}
+
+impl Phase {
+    fn rate(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64() / 1e6
+    }
+}
+
+/// Per checkpointed mode, one job alternating phases of `phase` without and
+/// with checkpoints every `--interval-ms` (see the module doc, 3).
+fn paired(args: &Args, root: &Path, phase: Duration) -> anyhow::Result<()> {
+    let interval = Duration::from_millis(args.interval_ms);
+    for &mode in args.modes.iter().filter(|m| **m != Mode::Plain) {
+        let dir = root.join(format!("{mode:?}-paired").to_lowercase());
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut checkpoint = mode.checkpoint(args, &dir);
+        checkpoint.interval = None;
+        let progress = Progress::default();
+        let env = StreamEnv::new(config(PARALLELISM, checkpoint));
+        keyed_sum(&env, args, None, Some(progress.clone()));
+        let handle = env.execute_detached("keyed sum, paired phases")?;
+        // Every key has state, and the first checkpoint (a base in either
+        // mode, after which the incremental mode logs changes) is written.
+        while progress.total() < args.keys {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        handle
+            .checkpoint()
+            .map_err(|e| anyhow::anyhow!("the first checkpoint failed: {e}"))?;
+        // Stop while the input lasts, so that every phase runs at full
+        // speed: two of the longest phases yet, and a fifth of the input,
+        // before its end (one source subtask may finish before the other,
+        // and then no checkpoint can start).
+        let mut phases: Vec<Phase> = Vec::new();
+        let mut checkpoints = false;
+        let last_start = args.records - args.records / 5;
+        'phases: while progress.total() + 2 * phases.iter().map(|p| p.records).max().unwrap_or(0)
+            < last_start
+        {
+            if checkpoints {
+                // Catch up, unmeasured: a checkpoint of the off phase's
+                // changes, so each measured one holds an interval's, as
+                // periodic ones do.
+                if let Err(e) = handle.checkpoint() {
+                    eprintln!("a checkpoint failed, phase {} dropped: {e}", phases.len());
+                    break 'phases;
+                }
+            }
+            let (start, before) = (Instant::now(), progress.total());
+            if checkpoints {
+                let count = (phase.as_millis() / interval.as_millis().max(1)).max(1) as u32;
+                for k in 1..=count {
+                    std::thread::sleep(
+                        (start + interval * k).saturating_duration_since(Instant::now()),
+                    );
+                    if let Err(e) = handle.checkpoint() {
+                        // The job ended or failed: `wait` tells which.
+                        eprintln!("a checkpoint failed, phase {} dropped: {e}", phases.len());
+                        break 'phases;
+                    }
+                }
+            } else {
+                std::thread::sleep(phase);
+            }
+            phases.push(Phase {
+                checkpoints,
+                records: progress.total() - before,
+                elapsed: start.elapsed(),
+            });
+            checkpoints = !checkpoints;
+        }
+        let outcome = handle.wait()?;
+        report_paired(mode, args, phase, &phases);
+        report_checkpoints(mode, &[outcome.checkpoints]);
+    }
+    Ok(())
+}
+
+/// Each on phase's loss against the off phases around it, and the totals.
+fn report_paired(mode: Mode, args: &Args, phase: Duration, phases: &[Phase]) {
+    let mut losses = Vec::new();
+    for (i, on) in phases.iter().enumerate().filter(|(_, p)| p.checkpoints) {
+        let around: Vec<f64> = [i.checked_sub(1), Some(i + 1)]
+            .into_iter()
+            .flatten()
+            .filter_map(|j| phases.get(j))
+            .map(Phase::rate)
+            .collect();
+        let off = around.iter().sum::<f64>() / around.len() as f64;
+        losses.push((1.0 - on.rate() / off) * 100.0);
+    }
+    let total = |checkpoints: bool| {
+        let (records, secs) = phases
+            .iter()
+            .filter(|p| p.checkpoints == checkpoints)
+            .fold((0, 0.0), |(r, s), p| {
+                (r + p.records, s + p.elapsed.as_secs_f64())
+            });
+        records as f64 / secs / 1e6
+    };
+    let rates: Vec<String> = phases
+        .iter()
+        .map(|p| format!("{}{:.2}", if p.checkpoints { "+" } else { "" }, p.rate()))
+        .collect();
+    println!(
+        "{} paired: {} phases of {phase:?} (M records/s, + with checkpoints every {} ms): [{}]",
+        mode.name(),
+        phases.len(),
+        args.interval_ms,
+        rates.join(", ")
+    );
+    if losses.is_empty() {
+        println!("  no phase with checkpoints: give the job more --records");
+        return;
+    }
+    let (on, off) = (total(true), total(false));
+    let total_loss = (1.0 - on / off) * 100.0;
+    let median_loss = median_f64(&losses);
+    let each: Vec<String> = losses.iter().map(|l| format!("{l:.1}")).collect();
+    println!(
+        "  loss per phase with checkpoints against the phases around it: median {median_loss:.1}% [{}]; \
+         in total {on:.2} against {off:.2} M records/s, loss {total_loss:.1}% (target < {LOSS_TARGET_PERCENT}%, both: {})",
+        each.join(", "),
+        verdict(median_loss.max(total_loss) < LOSS_TARGET_PERCENT)
+    );
 }
 
 /// Bytes of every state file a checkpoint's metadata names.
@@ -394,7 +598,7 @@ fn restore(args: &Args, model: &[u32], retained: &Retained) -> anyhow::Result<()
                 ..CheckpointConfig::default()
             };
             let env = StreamEnv::new(config(*parallelism, checkpoint));
-            keyed_sum(&env, args, Some(last.clone()));
+            keyed_sum(&env, args, Some(last.clone()), None);
             let outcome = env.execute("keyed sum, restored")?;
             let subtasks: Vec<Duration> = outcome
                 .vertices

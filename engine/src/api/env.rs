@@ -197,11 +197,9 @@ impl StreamEnv {
             .max(1);
         let cluster = EmbeddedCluster::start(&config, slots)?;
         let ((job, name), outcome) = cluster.submit(graph, restore);
-        let checkpoint_root = config
-            .checkpoint
-            .enabled()
-            .then(|| config.checkpoint.directory.clone())
-            .flatten();
+        // With a directory, checkpoints on request are taken even without an
+        // interval.
+        let checkpoint_root = config.checkpoint.directory.clone();
         Ok(JobHandle {
             cluster: Some(cluster),
             job,
@@ -279,8 +277,21 @@ impl JobHandle {
     /// ones, in `savepoint-N` under the checkpoint directory) and returns its
     /// directory once complete.
     pub fn savepoint(&self) -> Result<PathBuf, String> {
+        self.trigger(true)
+    }
+
+    /// Takes a checkpoint now (Flink's checkpoint triggered through its REST
+    /// API), as a periodic one would be taken (incremental if the job's are)
+    /// but whatever the interval, and returns its directory once complete.
+    /// A job configured with a checkpoint directory and no interval takes
+    /// only these.
+    pub fn checkpoint(&self) -> Result<PathBuf, String> {
+        self.trigger(false)
+    }
+
+    fn trigger(&self, savepoint: bool) -> Result<PathBuf, String> {
         match &self.cluster {
-            Some(cluster) => cluster.savepoint(self.job),
+            Some(cluster) => cluster.trigger(self.job, savepoint),
             None => Err(format!("job '{}' already finished", self.name)),
         }
     }

@@ -32,8 +32,36 @@ use crate::runtime::timers::now_ms;
 struct Pending {
     started: Instant,
     timestamp_ms: u64,
-    savepoint: Option<Mailbox<Result<PathBuf, String>>>,
+    /// Who asked for it, if not the periodic trigger.
+    request: Option<Request>,
     acks: BTreeMap<SubtaskId, SubtaskCheckpoint>,
+}
+
+impl Pending {
+    fn is_savepoint(&self) -> bool {
+        self.request.as_ref().is_some_and(|r| r.savepoint)
+    }
+
+    /// Tells whoever asked for checkpoint `id` that it will not complete.
+    fn abort(self, id: u64, reason: &str) {
+        if let Some(request) = self.request {
+            let kind = if request.savepoint {
+                "savepoint"
+            } else {
+                "checkpoint"
+            };
+            request
+                .reply
+                .send(Err(format!("{kind} {id} was aborted: {reason}")));
+        }
+    }
+}
+
+/// A checkpoint or savepoint asked for through the job's handle.
+pub(crate) struct Request {
+    pub(crate) savepoint: bool,
+    /// Gets the checkpoint's directory once complete, or why it failed.
+    pub(crate) reply: Mailbox<Result<PathBuf, String>>,
 }
 
 /// What the job master must do after a coordinator call.
@@ -110,9 +138,7 @@ impl CheckpointCoordinator {
     /// checkpoint failure: the job's failure is handled by the restart strategy.
     pub(crate) fn abort_all(&mut self, reason: &str) {
         for (id, pending) in std::mem::take(&mut self.pending) {
-            if let Some(reply) = pending.savepoint {
-                reply.send(Err(format!("savepoint {id} was aborted: {reason}")));
-            }
+            pending.abort(id, reason);
         }
     }
 
@@ -148,15 +174,11 @@ impl CheckpointCoordinator {
         actions
     }
 
-    /// Starts a checkpoint (a savepoint when `savepoint` is set).
-    pub(crate) fn trigger(
-        &mut self,
-        now: Instant,
-        savepoint: Option<Mailbox<Result<PathBuf, String>>>,
-    ) -> CheckpointAction {
+    /// Starts a checkpoint: a periodic one, or one `request`ed.
+    pub(crate) fn trigger(&mut self, now: Instant, request: Option<Request>) -> CheckpointAction {
         let checkpoint_id = self.next_id;
         self.next_id += 1;
-        let is_savepoint = savepoint.is_some();
+        let is_savepoint = request.as_ref().is_some_and(|r| r.savepoint);
         let timestamp_ms = now_ms() as u64;
         self.last_trigger = Some(now);
         self.pending.insert(
@@ -164,7 +186,7 @@ impl CheckpointCoordinator {
             Pending {
                 started: now,
                 timestamp_ms,
-                savepoint,
+                request,
                 acks: BTreeMap::new(),
             },
         );
@@ -175,7 +197,7 @@ impl CheckpointCoordinator {
         }
     }
 
-    /// Whether a savepoint can be taken now.
+    /// Whether a checkpoint or savepoint can be requested now.
     pub(crate) fn can_trigger(&self) -> bool {
         !self.stopped
     }
@@ -207,7 +229,9 @@ impl CheckpointCoordinator {
                     .map(|(&i, _)| i)
                     .collect();
                 for id in older {
-                    self.pending.remove(&id);
+                    if let Some(pending) = self.pending.remove(&id) {
+                        pending.abort(id, &format!("checkpoint {checkpoint_id} subsumed it"));
+                    }
                 }
                 vec![CheckpointAction::Completed { checkpoint_id }]
             }
@@ -240,8 +264,8 @@ impl CheckpointCoordinator {
         let Some(pending) = self.pending.remove(&checkpoint_id) else {
             return Vec::new();
         };
-        if let Some(reply) = pending.savepoint {
-            reply.send(Err(reason.clone()));
+        if let Some(request) = pending.request {
+            request.reply.send(Err(reason.clone()));
         }
         self.last_end = Some(now);
         // The files written so far are garbage; the next subsumption or a
@@ -275,18 +299,22 @@ impl CheckpointCoordinator {
         std::fs::create_dir_all(&directory)
             .map_err(|e| format!("cannot create {}: {e}", directory.display()))?;
         write_metadata(&directory, &metadata).map_err(|e| e.to_string())?;
-        if let Some(reply) = &pending.savepoint {
-            let target = self.root.join(checkpoint_dir_name(checkpoint_id, true));
-            match std::fs::rename(&directory, &target) {
-                Ok(()) => {
-                    directory = target;
-                    reply.send(Ok(directory.clone()));
+        if let Some(request) = &pending.request {
+            if request.savepoint {
+                let target = self.root.join(checkpoint_dir_name(checkpoint_id, true));
+                match std::fs::rename(&directory, &target) {
+                    Ok(()) => {
+                        directory = target;
+                        request.reply.send(Ok(directory.clone()));
+                    }
+                    Err(e) => request.reply.send(Err(format!(
+                        "cannot move savepoint {} to {}: {e}",
+                        directory.display(),
+                        target.display()
+                    ))),
                 }
-                Err(e) => reply.send(Err(format!(
-                    "cannot move savepoint {} to {}: {e}",
-                    directory.display(),
-                    target.display()
-                ))),
+            } else {
+                request.reply.send(Ok(directory.clone()));
             }
         }
         if let Err(e) = subsume(&self.root, self.config.retained.max(1)) {
@@ -376,7 +404,7 @@ impl CheckpointCoordinator {
             timestamp_ms: pending.timestamp_ms as i64,
             job_name: graph.name.clone(),
             max_parallelism: graph.max_parallelism,
-            savepoint: pending.savepoint.is_some(),
+            savepoint: pending.is_savepoint(),
             operators,
         }
     }

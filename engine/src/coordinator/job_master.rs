@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::checkpoint::coordinator::{CheckpointAction, CheckpointCoordinator};
+use crate::checkpoint::coordinator::{CheckpointAction, CheckpointCoordinator, Request};
 use crate::checkpoint::restart::RestartTracker;
 use crate::checkpoint::state::{RestoreSnapshot, SharedRestore};
 use crate::coordinator::messages::{
@@ -394,26 +394,29 @@ impl JobMaster {
         self.apply(actions)
     }
 
-    /// A savepoint on request; the reply gets its directory or why not.
-    pub(crate) fn trigger_savepoint(
+    /// A checkpoint (or a savepoint) on request; the reply gets its
+    /// directory or why not.
+    pub(crate) fn trigger_on_request(
         &mut self,
+        savepoint: bool,
         reply: Mailbox<Result<PathBuf, String>>,
     ) -> Vec<Command> {
+        let kind = if savepoint { "savepoint" } else { "checkpoint" };
         let Some(c) = &mut self.checkpoints else {
             reply.send(Err(format!(
-                "job '{}' has no checkpoint directory to write a savepoint to",
+                "job '{}' has no checkpoint directory to write a {kind} to",
                 self.graph.name
             )));
             return Vec::new();
         };
         if self.phase != Phase::Running || !c.can_trigger() {
             reply.send(Err(format!(
-                "job '{}' is not running every task (it is {:?}); no savepoint",
+                "job '{}' is not running every task (it is {:?}); no {kind}",
                 self.graph.name, self.phase
             )));
             return Vec::new();
         }
-        let action = c.trigger(Instant::now(), Some(reply));
+        let action = c.trigger(Instant::now(), Some(Request { savepoint, reply }));
         self.apply(vec![action])
     }
 

@@ -109,9 +109,11 @@ pub enum CoordinatorMsg {
         subtask: SubtaskId,
         reason: String,
     },
-    /// Take a savepoint of a running job; the reply is its directory.
-    TriggerSavepoint {
+    /// Take a checkpoint, or a savepoint, of a running job now; the reply is
+    /// its directory once it completes.
+    TriggerOnRequest {
         job: JobId,
+        savepoint: bool,
         reply: Mailbox<Result<PathBuf, String>>,
     },
     /// The clock: sent every few milliseconds so that periodic checkpoints,

@@ -105,12 +105,24 @@ impl Coordinator {
                     self.execute(job, commands);
                 }
             }
-            CoordinatorMsg::TriggerSavepoint { job, reply } => match self.jobs.get_mut(&job) {
+            CoordinatorMsg::TriggerOnRequest {
+                job,
+                savepoint,
+                reply,
+            } => match self.jobs.get_mut(&job) {
                 Some(master) => {
-                    let commands = master.trigger_savepoint(reply);
+                    let commands = master.trigger_on_request(savepoint, reply);
                     self.execute(job, commands);
                 }
-                None => reply.send(Err(format!("job {job} is not running"))),
+                None => {
+                    let waits = self.waiting.iter().any(
+                        |m| matches!(m, CoordinatorMsg::SubmitJob { job: j, .. } if *j == job),
+                    );
+                    reply.send(Err(match waits {
+                        true => format!("job {job} is not running yet: it waits for its executors"),
+                        false => format!("job {job} is not running: it ended or never started"),
+                    }))
+                }
             },
             CoordinatorMsg::Tick => {
                 let now = std::time::Instant::now();
