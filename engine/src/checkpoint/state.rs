@@ -347,9 +347,12 @@ fn unpin_current_thread() {
 }
 
 /// Bytes of a key group's hash table that one region of a restore covers
-/// (see [`restore_key_group`]): a quarter of a core's L2 cache here, so the
-/// writes of one region hit it.
-const REPLAY_REGION_BYTES: usize = 256 << 10;
+/// (see [`restore_key_group`]): an eighth of a core's L2 cache here, so the
+/// writes of one region hit it. On `checkpoint --restore-only` (1.97 GiB
+/// chain), 64 to 256 KiB restored alike (1.05-1.17 s), 128 KiB the best of
+/// them; 16 KiB (too many regions to gather into) and 4 MiB (regions
+/// beyond L2) took 1.3-1.6 s.
+const REPLAY_REGION_BYTES: usize = 128 << 10;
 
 /// Per restore thread, reused from key group to key group: the entries of
 /// one key group, by region of its hash table.
