@@ -20,8 +20,12 @@
 //!    (bytes / longest asynchronous part) and the duration (trigger to
 //!    metadata written). Each run ends with `sync`, so the writeback of its
 //!    checkpoint files does not fall into the next run.
-//! 2. Restore: the last run of each mode leaves its last checkpoint on disk;
-//!    the same job restores each `--runs` times at parallelism 2 (same) and 1
+//! 2. Restore: the last run of each mode leaves its last checkpoint (the
+//!    incremental mode its last `RETAINED`) on disk, and the one with the
+//!    most state bytes is restored
+//!    (for the incremental mode the longest chain, the slowest to replay: its
+//!    newest checkpoint may have just started a new chain); the same job
+//!    restores it `--runs` times at parallelism 2 (same) and 1
 //!    (rescaled 2 -> 1). The figure is what the engine reports: the
 //!    checkpoint's verification before any task is deployed
 //!    (`JobOutcome::restore_verification`: every file opened, every checksum
@@ -76,6 +80,10 @@ const RESTORE_TARGET: Duration = Duration::from_secs(1);
 /// largest checkpoint's bytes.
 const FULL_STATE_SHARE: f64 = 0.95;
 const MIB: f64 = (1u64 << 20) as f64;
+/// Completed checkpoints an incremental run keeps: enough to hold a whole
+/// incremental chain at the default materialization ratio (a new base about
+/// every 10 checkpoints here), so the restore can take its longest.
+const RETAINED: usize = 16;
 
 #[derive(Parser)]
 #[command(about = "Checkpoint cost and restore time of a keyed sum over about 1 GiB of state")]
@@ -245,6 +253,7 @@ impl Mode {
             Mode::Plain => return CheckpointConfig::default(),
             Mode::Full => {}
             Mode::Incremental => {
+                c.retained = RETAINED;
                 c.incremental = true;
                 c.materialize_ratio = args.materialize_ratio;
             }
@@ -277,15 +286,14 @@ fn kept(args: &Args, root: &Path) -> anyhow::Result<Vec<Retained>> {
         let dir = root.join(format!("{mode:?}").to_lowercase());
         let completed = rheon_state::checkpoint::layout::list_completed(&dir)
             .with_context(|| format!("listing the checkpoints in {}", dir.display()))?;
-        let Some((checkpoint_id, directory)) = completed.into_iter().max_by_key(|(id, _)| *id)
-        else {
+        if completed.is_empty() {
             bail!(
                 "{} holds no completed checkpoint: run once with --keep {} first",
                 dir.display(),
                 root.display()
             );
-        };
-        let state_bytes = state_bytes_on_disk(&directory)?;
+        }
+        let (checkpoint_id, state_bytes) = largest(&completed)?;
         retained.push(Retained {
             mode,
             dir,
@@ -361,23 +369,21 @@ fn cost(args: &Args, root: &Path) -> anyhow::Result<Vec<Retained>> {
         );
         report_checkpoints(mode, &runs[m]);
         let dir = root.join(format!("{mode:?}").to_lowercase());
-        let stats = runs[m]
-            .last()
-            .and_then(|r| r.last())
-            .cloned()
-            .with_context(|| {
-                format!("the last run with {} completed no checkpoint", mode.name())
-            })?;
-        let state_bytes = state_bytes_on_disk(&stats.directory)?;
+        let completed = rheon_state::checkpoint::layout::list_completed(&dir)
+            .with_context(|| format!("listing the checkpoints in {}", dir.display()))?;
+        if completed.is_empty() {
+            bail!("the last run with {} completed no checkpoint", mode.name());
+        }
+        let (checkpoint_id, state_bytes) = largest(&completed)?;
         println!(
-            "  last checkpoint {}: {:.1} MiB of state files (base and deltas)",
-            stats.checkpoint_id,
+            "  the largest of its last {} checkpoints: {checkpoint_id}, {:.1} MiB of state files (base and deltas)",
+            completed.len(),
             state_bytes as f64 / MIB
         );
         retained.push(Retained {
             mode,
             dir,
-            checkpoint_id: stats.checkpoint_id,
+            checkpoint_id,
             state_bytes,
         });
     }
@@ -516,6 +522,17 @@ fn report_paired(mode: Mode, args: &Args, phase: Duration, phases: &[Phase]) {
     );
 }
 
+/// Of `completed` checkpoints (id, directory), the id and state bytes of the
+/// one with the most state bytes, the newest of those alike.
+fn largest(completed: &[(u64, PathBuf)]) -> anyhow::Result<(u64, u64)> {
+    let mut sized = Vec::with_capacity(completed.len());
+    for (id, directory) in completed {
+        sized.push((state_bytes_on_disk(directory)?, *id));
+    }
+    let (bytes, id) = sized.into_iter().max().context("no completed checkpoint")?;
+    Ok((id, bytes))
+}
+
 /// Bytes of every state file a checkpoint's metadata names.
 fn state_bytes_on_disk(checkpoint_dir: &Path) -> anyhow::Result<u64> {
     let metadata = rheon_state::checkpoint::read_metadata(checkpoint_dir)?;
@@ -587,7 +604,11 @@ fn restore(args: &Args, model: &[u32], retained: &Retained) -> anyhow::Result<()
     let dir = &retained
         .dir
         .join(checkpoint_dir_name(retained.checkpoint_id, false));
-    println!("restoring the last checkpoint of {}", retained.mode.name());
+    println!(
+        "restoring checkpoint {} of {}",
+        retained.checkpoint_id,
+        retained.mode.name()
+    );
     let mut figures: Vec<(u32, Vec<Duration>)> = vec![(PARALLELISM, Vec::new()), (1, Vec::new())];
     let mut wrong_runs = 0;
     for run in 0..args.runs {

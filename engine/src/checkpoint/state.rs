@@ -365,15 +365,21 @@ type ReplayScratch<K, V> = Vec<Vec<(K, Option<V>)>>;
 /// A key group's table is larger than the caches, and entries in file order
 /// hit it at random: inserted one by one they cost a miss to memory each, and
 /// a chain's deltas can hold as many entries as its base. So when there are
-/// deltas, the entries, the base's and the deltas', are first gathered by region of the table (the
-/// high bits of the bucket a key hashes to, as hashbrown places it) and then
-/// inserted region by region, each region small enough to stay in cache. The
-/// entries of one key land in one region in their file order, so the newest
-/// still wins. The table is presized from the base's count; if the bucket
-/// count guessed from its capacity were wrong, or the table grew while
-/// replaying, only the locality would suffer. Memory: the key group's
-/// entries, decoded, which the materialization policy bounds by a multiple
-/// of the state.
+/// deltas, the entries, the base's and the deltas', are first gathered by
+/// region of the table (the high bits of the bucket a key hashes to, as
+/// hashbrown places it) and then inserted region by region, each region small
+/// enough to stay in cache. The entries of one key land in one region in
+/// their file order, so the newest still wins.
+///
+/// The table is presized once, for the keys the gathering counted (a sketch
+/// of their hashes): a growing state's chain holds a small base and deltas
+/// of mostly new keys, and a table sized for the base would grow again and
+/// again while replaying, each time rehashing everything at random. Regions
+/// are planned for the largest table the entries could need; a smaller one
+/// maps each region to one contiguous range of its buckets still. A wrong
+/// estimate costs memory or a growth, never an entry. Memory: the key
+/// group's entries, decoded, which the materialization policy bounds by a
+/// multiple of the state.
 fn restore_key_group<K, V>(
     key_group: u32,
     base: &SnapshotFile,
@@ -386,64 +392,126 @@ where
     V: Codec,
 {
     let section = Section::read(key_group, base, checksummed)?;
-    let mut group = FxHashMap::default();
-    // The count is checksummed with the index, but never trust it for an
-    // allocation beyond what the section's bytes can hold.
-    group.reserve((section.count as usize).min(section.bytes.len()));
+    let mut changes = Vec::new();
+    for delta in deltas
+        .iter()
+        .filter(|delta| delta.meta().key_groups.contains(key_group))
+    {
+        changes.push(Section::read(key_group, delta, checksummed)?);
+    }
+    let base_keys = section.trusted_count();
+    // A base alone goes straight in, its keys distinct and counted:
+    // measured on the checkpoint bench, the gathering pass cost a full
+    // restore more than the locality saved it, while it sped a chain's up
+    // (see `docs/ARCHITECTURE.md`).
+    if changes.is_empty() {
+        let mut group = FxHashMap::with_capacity_and_hasher(base_keys, Default::default());
+        section.for_each_entry::<K, V>("snapshot", |key, value| {
+            group.insert(key, value);
+        })?;
+        return Ok(group);
+    }
     let apply = |group: &mut FxHashMap<K, V>, key: K, value: Option<V>| {
         match value {
             Some(value) => group.insert(key, value),
             None => group.remove(&key),
         };
     };
-    let sections = || {
-        deltas
-            .iter()
-            .filter(|delta| delta.meta().key_groups.contains(key_group))
-    };
+    let most_keys = base_keys + changes.iter().map(Section::trusted_count).sum::<usize>();
     // hashbrown keeps 7/8 of a power-of-two bucket count usable.
-    let buckets = (group.capacity() / 7 * 8).next_power_of_two();
+    let buckets = (most_keys.max(8) * 8 / 7).next_power_of_two();
     let table_bytes = buckets * (std::mem::size_of::<(K, V)>() + 1);
     let regions = (table_bytes / REPLAY_REGION_BYTES)
         .next_power_of_two()
         .min(buckets);
-    // A base alone goes straight in: measured on the checkpoint bench, the
-    // gathering pass cost a full restore more than the locality saved it,
-    // while it sped a chain's up (see `docs/ARCHITECTURE.md`).
-    if regions <= 1 || sections().next().is_none() {
+    if regions <= 1 {
+        // Small enough to fit a cache whatever the order.
+        let mut group = FxHashMap::with_capacity_and_hasher(most_keys, Default::default());
         section.for_each_entry::<K, V>("snapshot", |key, value| {
             group.insert(key, value);
         })?;
-        for delta in sections() {
-            Section::read(key_group, delta, checksummed)?
-                .for_each_entry::<K, Option<V>>("changelog", |key, value| {
-                    apply(&mut group, key, value)
-                })?;
+        for change in changes {
+            change.for_each_entry::<K, Option<V>>("changelog", |key, value| {
+                apply(&mut group, key, value)
+            })?;
         }
         return Ok(group);
     }
     let shift = buckets.trailing_zeros() - regions.trailing_zeros();
-    let hasher = *group.hasher();
+    let hasher = rustc_hash::FxBuildHasher;
     if scratch.len() < regions {
         scratch.resize_with(regions, Vec::new);
     }
     // Empty unless an earlier key group's restore failed halfway.
     scratch.iter_mut().for_each(Vec::clear);
+    let mut keys = DistinctKeys::new();
     let mut gather = |key: K, value: Option<V>| {
-        let bucket = hasher.hash_one(&key) as usize & (buckets - 1);
-        scratch[bucket >> shift].push((key, value));
+        let hash = hasher.hash_one(&key);
+        keys.add(hash);
+        scratch[(hash as usize & (buckets - 1)) >> shift].push((key, value));
     };
     section.for_each_entry::<K, V>("snapshot", |key, value| gather(key, Some(value)))?;
-    for delta in sections() {
-        Section::read(key_group, delta, checksummed)?
-            .for_each_entry::<K, Option<V>>("changelog", &mut gather)?;
+    for change in changes {
+        change.for_each_entry::<K, Option<V>>("changelog", &mut gather)?;
     }
+    let capacity = keys.estimate().map_or(most_keys, |keys| {
+        // A few standard errors of the estimate above it.
+        (keys + keys / 32 + 64).min(most_keys)
+    });
+    let mut group = FxHashMap::with_capacity_and_hasher(capacity, hasher);
     for region in &mut scratch[..regions] {
         for (key, value) in region.drain(..) {
             apply(&mut group, key, value);
         }
     }
     Ok(group)
+}
+
+/// Counts the distinct keys among a key group's entries from their hashes
+/// (linear counting on a sample): one hash in `2^SAMPLE_BITS` sets a bit of
+/// a bitmap that stays in the L1 cache, and the share
+/// of bits left clear gives the count. For a million keys the estimate's
+/// standard error is about half a percent, mostly from the sampling.
+struct DistinctKeys {
+    bits: Box<[u64; DISTINCT_WORDS]>,
+}
+
+const SAMPLE_BITS: u32 = 4;
+const DISTINCT_BITS_LOG2: u32 = 18;
+const DISTINCT_WORDS: usize = 1 << (DISTINCT_BITS_LOG2 - 6);
+
+impl DistinctKeys {
+    fn new() -> Self {
+        DistinctKeys {
+            bits: Box::new([0; DISTINCT_WORDS]),
+        }
+    }
+
+    /// Takes an FxHash. Its low 26 bits are the top of a multiplication by
+    /// a constant, so the sample comes from them (bits 22 to 25); but for
+    /// keys in a regular pattern they are spread more evenly than at random
+    /// (a Weyl sequence), which linear counting would miscount, so a sampled
+    /// hash is mixed (MurmurHash3's finalizer) before it picks its bit.
+    #[inline]
+    fn add(&mut self, hash: u64) {
+        if (hash >> 22) & ((1 << SAMPLE_BITS) - 1) == 0 {
+            let mut mixed = hash ^ (hash >> 33);
+            mixed = mixed.wrapping_mul(0xff51_afd7_ed55_8ccd);
+            mixed ^= mixed >> 33;
+            mixed = mixed.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+            mixed ^= mixed >> 33;
+            let bit = (mixed >> (64 - DISTINCT_BITS_LOG2)) as usize;
+            self.bits[bit / 64] |= 1 << (bit % 64);
+        }
+    }
+
+    /// The estimated number of distinct keys, or `None` when the bitmap
+    /// is full (too many keys for it to tell).
+    fn estimate(&self) -> Option<usize> {
+        let m = (1usize << DISTINCT_BITS_LOG2) as f64;
+        let clear = self.bits.iter().map(|w| w.count_zeros()).sum::<u32>();
+        (clear > 0).then(|| (-m * (f64::from(clear) / m).ln()) as usize * (1 << SAMPLE_BITS))
+    }
 }
 
 /// One key group's encoded section of a state file, its checksum verified
@@ -456,6 +524,12 @@ struct Section<'a> {
 }
 
 impl<'a> Section<'a> {
+    /// Its entry count, checksummed with the index, but never trusted for
+    /// an allocation beyond what its bytes can hold.
+    fn trusted_count(&self) -> usize {
+        (self.count as usize).min(self.bytes.len())
+    }
+
     fn read(key_group: u32, file: &'a SnapshotFile, checksummed: bool) -> Result<Self, String> {
         let count = file
             .key_group_entry(key_group)
@@ -683,6 +757,70 @@ mod tests {
             assert_eq!(got.unwrap(), base_only);
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_growing_state_is_restored_into_a_table_sized_once_for_its_keys() {
+        let dir = std::env::temp_dir().join(format!("rheon-growing-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A small base, then deltas of mostly new keys, as a growing state's
+        // chain holds; each delta changes the same keys again, so its
+        // entries (458 000) are three times its keys.
+        let base: Vec<(u64, u64)> = (0..2_000).map(|k| (k, k)).collect();
+        let changed = |_d: u64| 0..152_000u64;
+        let deltas: Vec<SnapshotFile> = (0..3u64)
+            .map(|d| {
+                let changes: Vec<(u64, Option<u64>)> = changed(d)
+                    .map(|k| (k, (k % 97 != 0).then_some(k + d)))
+                    .collect();
+                section_file(&dir.join(format!("{d}.delta")), &changes)
+            })
+            .collect();
+        let base_file = section_file(&dir.join("0.base"), &base);
+        let mut want: FxHashMap<u64, u64> = base.iter().copied().collect();
+        for d in 0..3u64 {
+            for k in changed(d) {
+                match k % 97 {
+                    0 => want.remove(&k),
+                    _ => want.insert(k, k + d),
+                };
+            }
+        }
+        let mut scratch = ReplayScratch::new();
+        let got = restore_key_group(0, &base_file, &deltas, false, &mut scratch).unwrap();
+        assert!(scratch.len() > 1, "the table is restored by region");
+        assert_eq!(got, want);
+        // Sized for its 150 000 keys, not for all the entries (four times
+        // the buckets).
+        let fitted: FxHashMap<u64, u64> =
+            FxHashMap::with_capacity_and_hasher(want.len(), Default::default());
+        assert_eq!(got.capacity(), fitted.capacity());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn distinct_keys_are_counted_within_a_few_percent() {
+        type Pattern = (&'static str, fn(u64) -> u64);
+        let patterns: [Pattern; 3] = [
+            ("sequential", |k| k),
+            ("strided", |k| k * 7919),
+            ("spread", |k| k.wrapping_mul(2_654_435_761) % (1 << 26)),
+        ];
+        for (name, key) in patterns {
+            for (n, tolerance) in [(50_000u64, 0.10), (1_000_000, 0.03), (4_000_000, 0.03)] {
+                let mut keys = DistinctKeys::new();
+                // Each key three times, as a chain's base and deltas repeat keys.
+                for _ in 0..3 {
+                    for k in 0..n {
+                        keys.add(rustc_hash::FxBuildHasher.hash_one(key(k)));
+                    }
+                }
+                let estimate = keys.estimate().expect("an estimate") as f64;
+                let error = (estimate / n as f64 - 1.0).abs();
+                assert!(error < tolerance, "{n} {name} keys estimated as {estimate}");
+            }
+        }
     }
 
     #[test]
