@@ -468,23 +468,34 @@ fn a_savepoint_under_incremental_unaligned_checkpoints_is_self_contained() {
     verify(&copy).expect("the copied savepoint verifies");
 
     let fresh = TempDir::new("incr-savepoint-chk2");
-    let mut c = CheckpointConfig::every(Duration::from_millis(50), fresh.path());
+    restore_at_3_commits_the_expected_rows(&copy, fresh.path(), output.path());
+}
+
+/// Runs the job restored from `from` at parallelism 3 to its end,
+/// checkpointing under `checkpoints`, into the `output` of the run it was
+/// taken in; then checks the committed rows. Checkpoints after `from`
+/// committed rows that the restored run emits again (restoring an older
+/// checkpoint repeats its output, as in Flink). Every row is a key's running
+/// count, so the distinct rows must be exactly the failure-free run's: a
+/// lost or wrong state changes them.
+fn restore_at_3_commits_the_expected_rows(from: &Path, checkpoints: &Path, output: &Path) {
+    let mut c = CheckpointConfig::every(Duration::from_millis(50), checkpoints);
     c.incremental = true;
-    c.restore_from = Some(copy.clone());
+    c.restore_from = Some(from.to_path_buf());
     let env = StreamEnv::new(
         EngineConfig::default()
             .with_executors(2)
             .with_parallelism(3)
             .with_checkpoints(c),
     );
-    build(&env, None, output.path(), None, &[]);
-    env.execute("restored")
-        .expect("the job restored from the copied savepoint at parallelism 3 finishes");
-    // Checkpoints after the savepoint committed rows that the restored run
-    // emits again (restoring an older savepoint repeats its output, as in
-    // Flink). Every row is a key's running count, so the distinct rows must
-    // be exactly the failure-free run's: a lost or wrong state changes them.
-    let mut distinct = committed(output.path());
+    build(&env, None, output, None, &[]);
+    env.execute("restored").unwrap_or_else(|e| {
+        panic!(
+            "the job restored from {} at parallelism 3: {e}",
+            from.display()
+        )
+    });
+    let mut distinct = committed(output);
     distinct.dedup();
     assert!(
         distinct == *expected(),
@@ -558,27 +569,7 @@ fn checkpoints_taken_on_request_are_incremental_and_restore() {
         sum.deltas
     );
 
-    let mut c = CheckpointConfig::every(Duration::from_millis(50), checkpoints.path());
-    c.incremental = true;
-    c.restore_from = Some(second.clone());
-    let env = StreamEnv::new(
-        EngineConfig::default()
-            .with_executors(2)
-            .with_parallelism(3)
-            .with_checkpoints(c),
-    );
-    build(&env, None, output.path(), None, &[]);
-    env.execute("restored")
-        .expect("the job restored at parallelism 3 finishes");
-    // The restored run emits again what followed the checkpoint; every row
-    // is a key's running count, so the distinct rows are the failure-free
-    // run's exactly when no state was lost.
-    let mut distinct = committed(output.path());
-    distinct.dedup();
-    assert!(
-        distinct == *expected(),
-        "committed rows differ from the failure-free run's"
-    );
+    restore_at_3_commits_the_expected_rows(&second, checkpoints.path(), output.path());
 
     let env = StreamEnv::new(
         EngineConfig::default()
