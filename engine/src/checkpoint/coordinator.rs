@@ -45,11 +45,7 @@ impl Pending {
     /// Tells whoever asked for checkpoint `id` that it will not complete.
     fn abort(self, id: u64, reason: &str) {
         if let Some(request) = self.request {
-            let kind = if request.savepoint {
-                "savepoint"
-            } else {
-                "checkpoint"
-            };
+            let kind = request.kind();
             request
                 .reply
                 .send(Err(format!("{kind} {id} was aborted: {reason}")));
@@ -62,6 +58,17 @@ pub(crate) struct Request {
     pub(crate) savepoint: bool,
     /// Gets the checkpoint's directory once complete, or why it failed.
     pub(crate) reply: Mailbox<Result<PathBuf, String>>,
+}
+
+impl Request {
+    /// What was asked for, to name it in messages.
+    pub(crate) fn kind(&self) -> &'static str {
+        if self.savepoint {
+            "savepoint"
+        } else {
+            "checkpoint"
+        }
+    }
 }
 
 /// What the job master must do after a coordinator call.

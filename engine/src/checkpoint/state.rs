@@ -399,33 +399,26 @@ where
     {
         changes.push(Section::read(key_group, delta, checksummed)?);
     }
-    let base_keys = section.trusted_count();
-    // A base alone goes straight in, its keys distinct and counted:
-    // measured on the checkpoint bench, the gathering pass cost a full
-    // restore more than the locality saved it, while it sped a chain's up
-    // (see `docs/ARCHITECTURE.md`).
-    if changes.is_empty() {
-        let mut group = FxHashMap::with_capacity_and_hasher(base_keys, Default::default());
-        section.for_each_entry::<K, V>("snapshot", |key, value| {
-            group.insert(key, value);
-        })?;
-        return Ok(group);
-    }
     let apply = |group: &mut FxHashMap<K, V>, key: K, value: Option<V>| {
         match value {
             Some(value) => group.insert(key, value),
             None => group.remove(&key),
         };
     };
-    let most_keys = base_keys + changes.iter().map(Section::trusted_count).sum::<usize>();
+    // Exact for a base alone, whose keys are distinct.
+    let most_keys =
+        section.trusted_count() + changes.iter().map(Section::trusted_count).sum::<usize>();
     // hashbrown keeps 7/8 of a power-of-two bucket count usable.
     let buckets = (most_keys.max(8) * 8 / 7).next_power_of_two();
     let table_bytes = buckets * (std::mem::size_of::<(K, V)>() + 1);
     let regions = (table_bytes / REPLAY_REGION_BYTES)
         .next_power_of_two()
         .min(buckets);
-    if regions <= 1 {
-        // Small enough to fit a cache whatever the order.
+    // A table small enough to fit a cache whatever the order, or a base
+    // alone, goes straight in: measured on the checkpoint bench, the
+    // gathering pass cost a full restore more than the locality saved it,
+    // while it sped a chain's up (see `docs/ARCHITECTURE.md`).
+    if regions <= 1 || changes.is_empty() {
         let mut group = FxHashMap::with_capacity_and_hasher(most_keys, Default::default());
         section.for_each_entry::<K, V>("snapshot", |key, value| {
             group.insert(key, value);
@@ -469,8 +462,8 @@ where
 
 /// Counts the distinct keys among a key group's entries from their hashes
 /// (linear counting on a sample): one hash in `2^SAMPLE_BITS` sets a bit of
-/// a bitmap that stays in the L1 cache, and the share
-/// of bits left clear gives the count. For a million keys the estimate's
+/// a bitmap that stays in the L1 cache, and the share of bits left clear
+/// gives the count. For a million keys the estimate's
 /// standard error is about half a percent, mostly from the sampling.
 struct DistinctKeys {
     bits: Box<[u64; DISTINCT_WORDS]>,

@@ -401,22 +401,23 @@ impl JobMaster {
         savepoint: bool,
         reply: Mailbox<Result<PathBuf, String>>,
     ) -> Vec<Command> {
-        let kind = if savepoint { "savepoint" } else { "checkpoint" };
+        let request = Request { savepoint, reply };
+        let kind = request.kind();
         let Some(c) = &mut self.checkpoints else {
-            reply.send(Err(format!(
+            request.reply.send(Err(format!(
                 "job '{}' has no checkpoint directory to write a {kind} to",
                 self.graph.name
             )));
             return Vec::new();
         };
         if self.phase != Phase::Running || !c.can_trigger() {
-            reply.send(Err(format!(
+            request.reply.send(Err(format!(
                 "job '{}' is not running every task (it is {:?}); no {kind}",
                 self.graph.name, self.phase
             )));
             return Vec::new();
         }
-        let action = c.trigger(Instant::now(), Some(Request { savepoint, reply }));
+        let action = c.trigger(Instant::now(), Some(request));
         self.apply(vec![action])
     }
 
