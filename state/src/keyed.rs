@@ -232,18 +232,31 @@ impl<K: Hash + Eq, V> KeyGroupedMap<K, V> {
     /// afterwards do not show in the fork; the first one to a key group the fork still
     /// holds copies that key group's map.
     pub fn fork(&self) -> KeyGroupedFork<K, V> {
-        self.mark_shared();
+        self.fork_key_groups(self.range)
+    }
+
+    /// A [`fork`](Self::fork) of the key groups in `range` only, which must lie within
+    /// this map's range: the others stay unshared, and writing them copies nothing.
+    /// O(key groups in `range`).
+    ///
+    /// Panics if a non-empty `range` reaches outside the map's range.
+    pub fn fork_key_groups(&self, range: KeyGroupRange) -> KeyGroupedFork<K, V> {
+        let indexes = if range.is_empty() {
+            0..0
+        } else {
+            self.index(range.start)..self.index(range.end) + 1
+        };
         let mut len = 0;
-        let groups = self
-            .groups
-            .iter()
-            .map(|group| {
+        let groups = indexes
+            .map(|index| {
+                self.unique[index].store(false, Ordering::Relaxed);
+                let group = &self.groups[index];
                 len += group.len();
                 Some(Arc::clone(group))
             })
             .collect();
         KeyGroupedFork {
-            range: self.range,
+            range,
             max_parallelism: self.max_parallelism,
             len,
             groups,
@@ -807,6 +820,28 @@ mod tests {
         // Dropping the fork leaves the map the only owner of every key group.
         drop(fork);
         assert!(map.groups.iter().all(|group| Arc::strong_count(group) == 1));
+    }
+
+    #[test]
+    fn a_fork_of_some_key_groups_shares_only_those() {
+        let mut map = KeyGroupedMap::<u64, u64>::new(KeyGroupRange::new(10, 13), 16);
+        for key_group in 10..=13 {
+            map.insert(key_group, u64::from(key_group), 1);
+        }
+        let slice = KeyGroupRange::new(11, 12);
+        let fork = map.fork_key_groups(slice);
+        assert_eq!((fork.key_group_range(), fork.len()), (slice, 2));
+        assert!(fork.key_group(11).eq([(&11, &1)]));
+        let before = group_ptrs(&map);
+        for key_group in 10..=13 {
+            map.insert(key_group, u64::from(key_group), 2);
+        }
+        // Only the forked key groups were copied by the writes after the fork.
+        let after = group_ptrs(&map);
+        let copied: Vec<bool> = before.iter().zip(&after).map(|(b, a)| b != a).collect();
+        assert_eq!(copied, [false, true, true, false]);
+        assert!(fork.key_group(12).eq([(&12, &1)]));
+        assert_eq!(map.fork_key_groups(KeyGroupRange::EMPTY).len(), 0);
     }
 
     #[test]

@@ -763,3 +763,73 @@ fn shared_files_are_collected_when_no_checkpoint_needs_them() {
         ]
     );
 }
+
+/// A file of keyed state `s` in `shared/` holding `key * 10 + id` for the keys of
+/// `range`.
+fn write_chain_file(shared: &Path, name: &str, range: KeyGroupRange, id: u64) {
+    let meta = SnapshotMeta::new("s", "u64:u64/v1", MAX_P, range);
+    write_atomically::<u64, u64, _>(&shared.join(name), meta, |mut writer| {
+        for key_group in range {
+            let entries = (0..KEYS)
+                .filter(|key| assign_to_key_group(key, MAX_P) == key_group)
+                .map(|key| (key, key * 10 + id));
+            writer.write_key_group(key_group, entries)?;
+        }
+        writer.finish()
+    })
+    .unwrap();
+}
+
+/// A chain whose slices' bases are of different checkpoints: a delta older than a
+/// slice's base is never read for that slice's key groups, so `verify` (which a
+/// restore runs) skips those sections, and `inspect` still checks them.
+#[test]
+fn verify_checks_the_sections_a_restore_reads_and_inspect_checks_all() {
+    let (low, high) = (KeyGroupRange::new(0, 7), KeyGroupRange::new(8, 15));
+    let offset_in = |path: &Path, range: KeyGroupRange| {
+        let file = SnapshotFile::open(path).unwrap();
+        let entry = file
+            .index()
+            .iter()
+            .find(|e| e.size_bytes > 0 && range.contains(e.key_group));
+        let entry = entry.unwrap();
+        (entry.key_group, entry.offset)
+    };
+    for (damaged, restore_reads) in [(low, false), (high, true)] {
+        let root = TempRoot::new("chain-slices");
+        let shared = root.path().join("shared");
+        fs::create_dir_all(&shared).unwrap();
+        write_chain_file(&shared, "3-s.base0.snap", low, 3);
+        write_chain_file(&shared, "1-s.base1.snap", high, 1);
+        write_chain_file(&shared, "2-s.delta.snap", KeyGroupRange::new(0, 15), 2);
+        let dir = root.path().join(checkpoint_dir_name(4, false));
+        let mut metadata = metadata(4, false);
+        metadata.operators[1].parallelism = 1;
+        metadata.operators[1].keyed_states = vec![KeyedStateFiles {
+            name: "s".into(),
+            files: vec![
+                "../shared/3-s.base0.snap".into(),
+                "../shared/1-s.base1.snap".into(),
+            ],
+            deltas: vec!["../shared/2-s.delta.snap".into()],
+        }];
+        write_metadata(&dir, &metadata).unwrap();
+        assert!(verify(&dir).is_ok());
+        let delta = shared.join("2-s.delta.snap");
+        let (key_group, offset) = offset_in(&delta, damaged);
+        flip_byte(&delta, offset + 3);
+        assert!(
+            !inspect_checkpoint(&dir).unwrap().is_ok(),
+            "inspect checks every section"
+        );
+        match verify(&dir) {
+            Ok(_) => assert!(!restore_reads, "key group {key_group} is read by a restore"),
+            Err(error) => {
+                assert!(restore_reads, "{error}");
+                let text = error.to_string();
+                assert!(text.contains("2-s.delta.snap"), "{text}");
+                assert!(text.contains(&format!("key group {key_group}")), "{text}");
+            }
+        }
+    }
+}

@@ -250,10 +250,13 @@ fn reused_chain(checkpoints: &Path, state: &str) -> bool {
                 .iter()
                 .any(|operator| {
                     operator.keyed_states.iter().any(|keyed| {
-                        let newest = keyed.deltas.last().unwrap_or(&keyed.files[0]);
-                        let name = newest.rsplit('/').next().unwrap_or_default();
-                        keyed.name == state
-                            && shared_file_checkpoint_id(name).is_some_and(|at| at < *id)
+                        let newest = (keyed.files.iter().chain(&keyed.deltas))
+                            .filter_map(|file| {
+                                let name = file.rsplit('/').next().unwrap_or_default();
+                                shared_file_checkpoint_id(name)
+                            })
+                            .max();
+                        keyed.name == state && newest.is_some_and(|at| at < *id)
                     })
                 })
         })

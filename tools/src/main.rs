@@ -81,9 +81,10 @@ struct CheckpointArgs {
     /// CHECKPOINT_DIR/shared); other keyed state stays full.
     #[arg(long)]
     incremental: bool,
-    /// With --incremental: a full snapshot again once the changes since the
-    /// last one hold this many times its entries.
-    #[arg(long, default_value_t = 1.0)]
+    /// With --incremental: a restore replays at most `1 +` this many times
+    /// the state's entries; past that, slices of the key groups get new full
+    /// snapshots.
+    #[arg(long, default_value_t = CheckpointConfig::default().materialize_ratio)]
     materialize_ratio: f64,
 }
 

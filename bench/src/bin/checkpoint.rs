@@ -106,9 +106,10 @@ struct Args {
     /// them), comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Mode::Full, Mode::Incremental])]
     modes: Vec<Mode>,
-    /// Incremental mode: a new base once the deltas hold this many times the
-    /// base's entries (`CheckpointConfig::materialize_ratio`).
-    #[arg(long, default_value_t = 1.0)]
+    /// Incremental mode: new bases for slices once a restore would replay
+    /// more than `1 +` this many times the state's entries
+    /// (`CheckpointConfig::materialize_ratio`, whose default this is).
+    #[arg(long, default_value_t = CheckpointConfig::default().materialize_ratio)]
     materialize_ratio: f64,
     /// Keep the checkpoints in DIR (one subdirectory per mode) instead of a
     /// temporary directory removed at the end.

@@ -1,9 +1,10 @@
 //! Incremental checkpoints of one keyed state, Flink's changelog state backend
 //! (FLIP-158) in small: the state's [`KeyGroupedMap`] logs every change, a
 //! checkpoint writes only the changes since the last completed one (a delta
-//! file), and now and then a full snapshot (a base) starts a new chain. A
-//! checkpoint's state is then its chain: the base and the deltas after it,
-//! which a restore replays key group by key group.
+//! file), and now and then a full snapshot of a slice of the key groups (a
+//! base) replaces what that slice's older files held. A checkpoint's state is
+//! then its chain: a base per slice and the deltas after the oldest of them;
+//! a restore replays each key group's base and the deltas newer than it.
 //!
 //! Invariants:
 //! - A chain only ever holds files of completed checkpoints plus the one
@@ -12,17 +13,26 @@
 //!   needed (its changes are in the next delta too). The logs taken at each
 //!   checkpoint are kept until a checkpoint that holds them completes.
 //! - A change the map could not log (a `get_mut`, an `entry`, a `clear`)
-//!   forces full snapshots until one taken after it completes.
+//!   forces bases of every slice until a checkpoint taken after it completes.
 //! - A checkpoint of a state with no change since the confirmed one writes
 //!   no file: it references the confirmed chain. A chain holds at most
 //!   `MAX_CHAIN_DELTAS` deltas.
-//! - What a restore replays is bounded: when the chain's entries (the base's
-//!   plus the deltas') pass `1 + ratio` times the state's current entries, the
-//!   next checkpoint writes a base. A growing state's deltas are mostly new
-//!   keys, as cheap to replay as a base's entries, so it writes no new bases
-//!   while it grows; a state of steady size writes one each time its deltas
-//!   reach `ratio` times its size. That bounds both restores and the logs'
-//!   memory.
+//! - What a restore replays is bounded: the chain's entries (every slice's
+//!   base and the deltas' entries of its key groups after it) stay within
+//!   `1 + ratio` times the state's current entries. Past that, the checkpoint
+//!   rebases the slices whose rebase saves the most replay, one after the
+//!   other until it is within. A growing state's deltas are mostly new keys,
+//!   as cheap to replay as a base's entries, so it writes no new bases while
+//!   it grows; a state of steady size rebases about one slice at a time,
+//!   oldest first. That bounds both restores and the logs' memory.
+//!
+//! Why slices: with one base per subtask, a steady state's chain grows from
+//! its base alone to `1 + ratio` times the state, then starts again, so the
+//! worst restore replays `1 + ratio` while the writes average out to a base
+//! per `ratio` of changes. With [`SLICES`] slices rebased in turn, the deltas
+//! of the slices are of every age at once and the chain stays near its bound
+//! all the time: the same bound costs half the base writes, or half the
+//! bound the same writes (`(S + 1) / S` times, with `S` slices).
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
@@ -33,23 +43,124 @@ use rheon_net::codec::Codec;
 use rheon_state::keyed::{Changelog, KeyGroupedMap};
 use rheon_state::snapshot::SnapshotMeta;
 
-use super::state::{encode_section, keyed_write, KeyedWrite, WriteStateFile};
+use rheon_state::key_group::KeyGroupRange;
 
-/// The files of one subtask's keyed state at one checkpoint: a base and the
-/// deltas after it, by the ids of the checkpoints that wrote them (the writer
-/// names the files; see `writer::chain_file_name`).
+use super::state::{
+    encode_section, fork_write, keyed_write, KeyedWrite, StateFile, WriteStateFile,
+};
+
+/// The files of one subtask's keyed state at one checkpoint: a base per
+/// slice of its key groups (see [`slices`]) and the deltas after the oldest
+/// of them, by the ids of the checkpoints that wrote them (the writer names
+/// the files; see `writer::chain_file_name`). A key group's state is its
+/// slice's base plus the deltas newer than that base.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Chain {
-    pub(crate) base: u64,
+    /// Per slice, the checkpoint that wrote its base.
+    pub(crate) bases: Vec<u64>,
+    /// Deltas newer than the oldest base, oldest first.
     pub(crate) deltas: Vec<u64>,
+}
+
+impl Chain {
+    fn oldest_base(&self) -> u64 {
+        self.bases.iter().copied().min().unwrap_or(0)
+    }
 }
 
 /// A chain with the entry counts the materialization policy weighs.
 #[derive(Clone, Debug)]
 struct Counted {
     chain: Chain,
-    base_entries: usize,
-    delta_entries: usize,
+    /// Per slice: the entries of its base, and the logged entries of its key
+    /// groups in the deltas after that base.
+    base_entries: Vec<usize>,
+    delta_entries: Vec<usize>,
+}
+
+impl Counted {
+    /// A chain of new bases for every slice, written at checkpoint `id`.
+    fn based(id: u64, lens: &[usize]) -> Self {
+        Counted {
+            chain: Chain {
+                bases: vec![id; lens.len()],
+                deltas: Vec::new(),
+            },
+            base_entries: lens.to_vec(),
+            delta_entries: vec![0; lens.len()],
+        }
+    }
+
+    /// The entries a restore of every key group replays.
+    fn replayed(&self) -> usize {
+        self.base_entries.iter().sum::<usize>() + self.delta_entries.iter().sum::<usize>()
+    }
+
+    /// After checkpoint `id` appended its delta: writes new bases at `id` for
+    /// as few slices as keep the chain within bounds, and drops the deltas no
+    /// slice needs any more. Bounds: what a restore replays stays within
+    /// `1 + ratio` times the state's entries (`lens`, per slice), and at most
+    /// [`MAX_CHAIN_DELTAS`] deltas. The slice whose rebase saves the most
+    /// replay goes first (the oldest among equals), so a state of steady size
+    /// rebases a slice now and then instead of all of it at once. Returns,
+    /// per slice, whether it was rebased.
+    fn rebase(&mut self, id: u64, lens: &[usize], ratio: f64) -> Vec<bool> {
+        let state: usize = lens.iter().sum();
+        let bound = (1.0 + ratio) * state.max(MIN_STATE_ENTRIES) as f64;
+        let mut rebased = vec![false; lens.len()];
+        loop {
+            let oldest = self.chain.oldest_base();
+            let files = self.chain.deltas.iter().filter(|&&d| d > oldest).count();
+            let over_replay = self.replayed() as f64 > bound;
+            if !over_replay && files <= MAX_CHAIN_DELTAS {
+                break;
+            }
+            let candidates = (0..lens.len()).filter(|&s| !rebased[s]);
+            let bases = &self.chain.bases;
+            let pick = if over_replay {
+                let excess = |s: usize| {
+                    (self.base_entries[s] + self.delta_entries[s]).saturating_sub(lens[s])
+                };
+                candidates.max_by_key(|&s| (excess(s), std::cmp::Reverse(bases[s])))
+            } else {
+                candidates.min_by_key(|&s| bases[s])
+            };
+            let Some(slice) = pick else { break };
+            rebased[slice] = true;
+            self.chain.bases[slice] = id;
+            self.base_entries[slice] = lens[slice];
+            self.delta_entries[slice] = 0;
+        }
+        let oldest = self.chain.oldest_base();
+        self.chain.deltas.retain(|&d| d > oldest);
+        rebased
+    }
+}
+
+/// Base files per subtask: a steady state rewrites one slice at a time.
+const SLICES: u32 = 8;
+
+/// `range` cut into at most [`SLICES`] contiguous slices of near-equal size,
+/// the way subtasks share key groups; an empty range is one empty slice.
+pub(crate) fn slices(range: KeyGroupRange) -> Vec<KeyGroupRange> {
+    let count = range.len().clamp(1, SLICES);
+    (0..count)
+        .map(|i| {
+            if range.is_empty() {
+                return range;
+            }
+            let at = |i: u32| range.start + ((i as u64 * range.len() as u64) / count as u64) as u32;
+            KeyGroupRange::new(at(i), at(i + 1) - 1)
+        })
+        .collect()
+}
+
+/// Entries of `map` per slice.
+fn slice_lens<K: Hash + Eq, V>(map: &KeyGroupedMap<K, V>, slices: &[KeyGroupRange]) -> Vec<usize> {
+    slices
+        .iter()
+        .map(|slice| slice.iter().map(|g| map.key_group_len(g)).sum())
+        .collect()
 }
 
 /// A log taken at a checkpoint's synchronous part, shared with the writer.
@@ -114,9 +225,9 @@ where
     }
 
     /// The synchronous part of checkpoint `checkpoint_id` for `map`: a delta
-    /// of the logs since the confirmed chain, or a base (a copy-on-write fork)
-    /// when there is no chain to extend, a log was incomplete, or the chain
-    /// would pass `1 + ratio` times the map's entries (see [`replays_within`]).
+    /// of the logs since the confirmed chain, plus bases (copy-on-write forks)
+    /// of the slices [`Counted::rebase`] picks; bases of every slice when
+    /// there is no chain to extend or a log was incomplete.
     fn snapshot(
         &mut self,
         state_name: &str,
@@ -146,45 +257,65 @@ where
             self.segments.clear();
             self.broken_at = Some(checkpoint_id);
         }
-        let delta_base = self.confirmed.as_ref().filter(|c| {
-            let unbroken = self.broken_at.is_none_or(|at| c.chain.base >= at);
-            let chain_entries = c.base_entries + c.delta_entries + unconfirmed;
-            let files_left = c.chain.deltas.len() < MAX_CHAIN_DELTAS || unconfirmed == 0;
-            unbroken && files_left && replays_within(chain_entries, map.len(), ratio)
+        let slices = slices(map.key_group_range());
+        let extendable = self.confirmed.as_ref().filter(|c| {
+            let unbroken = self.broken_at.is_none_or(|at| c.chain.oldest_base() >= at);
+            unbroken && c.chain.bases.len() == slices.len()
         });
-        let (counted, write) = match delta_base {
-            None => {
-                let counted = Counted {
-                    chain: Chain {
-                        base: checkpoint_id,
-                        deltas: Vec::new(),
-                    },
-                    base_entries: map.len(),
-                    delta_entries: 0,
-                };
-                (counted, keyed_write(state_name, type_tag, map.fork()).write)
-            }
+        let (counted, rebased) = match extendable {
+            None => (
+                Counted::based(checkpoint_id, &slice_lens(map, &slices)),
+                vec![true; slices.len()],
+            ),
             // Nothing changed since the confirmed checkpoint: its files hold
             // this one's state too, and nothing is written.
-            Some(base) if unconfirmed == 0 => (base.clone(), None),
-            Some(base) => {
-                let mut counted = base.clone();
+            Some(chain) if unconfirmed == 0 => (chain.clone(), vec![false; slices.len()]),
+            Some(chain) => {
+                let mut counted = chain.clone();
+                let start = map.key_group_range().start;
+                for (slice, logged) in slices.iter().zip(&mut counted.delta_entries) {
+                    let indexes = (slice.start - start) as usize..=(slice.end - start) as usize;
+                    *logged += self
+                        .segments
+                        .iter()
+                        .map(|(_, s)| {
+                            s.groups[indexes.clone()]
+                                .iter()
+                                .map(Vec::len)
+                                .sum::<usize>()
+                        })
+                        .sum::<usize>();
+                }
                 counted.chain.deltas.push(checkpoint_id);
-                counted.delta_entries += unconfirmed;
-                let segments: Vec<Segment<K, V>> =
-                    self.segments.iter().map(|(_, s)| Arc::clone(s)).collect();
-                (
-                    counted,
-                    Some(delta_write(state_name, type_tag, map, segments)),
-                )
+                let rebased = counted.rebase(checkpoint_id, &slice_lens(map, &slices), ratio);
+                (counted, rebased)
             }
         };
+        let mut writes = Vec::new();
+        for (index, slice) in slices.iter().enumerate().filter(|&(i, _)| rebased[i]) {
+            let fork = map.fork_key_groups(*slice);
+            writes.push((
+                StateFile::Base { slice: index },
+                fork_write(state_name, type_tag, fork),
+            ));
+        }
+        if counted.chain.deltas.last() == Some(&checkpoint_id) {
+            let segments: Vec<Segment<K, V>> =
+                self.segments.iter().map(|(_, s)| Arc::clone(s)).collect();
+            let skipped: Vec<KeyGroupRange> = slices
+                .iter()
+                .zip(&rebased)
+                .filter_map(|(slice, &rebased)| rebased.then_some(*slice))
+                .collect();
+            let write = delta_write(state_name, type_tag, map, segments, skipped);
+            writes.push((StateFile::Delta, write));
+        }
         let chain = Some(counted.chain.clone());
         self.pending.insert(checkpoint_id, counted);
         KeyedWrite {
             state_name: state_name.to_owned(),
             chain,
-            write,
+            writes,
         }
     }
 
@@ -220,13 +351,6 @@ const MAX_CHAIN_DELTAS: usize = 64;
 /// a tiny state is not rewritten at every checkpoint for a handful of changes.
 const MIN_STATE_ENTRIES: usize = 4096;
 
-/// Whether a chain of `chain_entries` (base and deltas) may grow on for a
-/// state of `state_entries`: a restore then replays at most `1 + ratio` times
-/// what a base written now would hold.
-fn replays_within(chain_entries: usize, state_entries: usize, ratio: f64) -> bool {
-    chain_entries as f64 <= (1.0 + ratio) * state_entries.max(MIN_STATE_ENTRIES) as f64
-}
-
 /// The type tag of changelog files: entries are `(K, Option<V>)`, `None` for
 /// a removed key. Still an encoded file (the tag starts with `codec:`).
 pub(crate) fn delta_type_tag(type_tag: &str) -> String {
@@ -234,12 +358,14 @@ pub(crate) fn delta_type_tag(type_tag: &str) -> String {
 }
 
 /// Writes the logs' entries key group by key group, oldest first, as
-/// `(key, Option<value>)`.
+/// `(key, Option<value>)`; the key groups of `skipped` (slices rebased at the
+/// same checkpoint) get empty sections.
 fn delta_write<K, V>(
     state_name: &str,
     type_tag: &'static str,
     map: &KeyGroupedMap<K, V>,
     segments: Vec<Segment<K, V>>,
+    skipped: Vec<KeyGroupRange>,
 ) -> WriteStateFile
 where
     K: Codec + Hash + Eq + Send + Sync + 'static,
@@ -252,9 +378,11 @@ where
         let mut buffer = Vec::new();
         rheon_state::snapshot::writer::write_encoded_atomically(path, meta, |mut writer| {
             for (index, key_group) in range.iter().enumerate() {
+                let skip = skipped.iter().any(|slice| slice.contains(key_group));
                 let entries = || {
                     segments
                         .iter()
+                        .filter(|_| !skip)
                         .flat_map(|s| s.groups[index].iter().map(|(k, v)| (k, v)))
                 };
                 let count = encode_section(&mut buffer, entries);
@@ -282,13 +410,13 @@ mod tests {
         let write = state.write("sum", "u64", map, id, Some(1.0));
         state.notify_complete(id);
         let chain = write.chain.expect("an incremental write has a chain");
-        (chain, write.write.is_some())
+        (chain, !write.writes.is_empty())
     }
 
     /// A chain of a base alone.
     fn base(id: u64) -> Chain {
         Chain {
-            base: id,
+            bases: vec![id],
             deltas: Vec::new(),
         }
     }
@@ -319,7 +447,10 @@ mod tests {
         for (n, id) in (201..).take(MAX_CHAIN_DELTAS).enumerate() {
             map.insert(0, n as u64, 1);
             let (chain, writes) = checkpoint_writes(&mut state, &mut map, id);
-            assert_eq!((chain.base, chain.deltas.len(), writes), (1, n + 1, true));
+            assert_eq!(
+                (chain.bases[0], chain.deltas.len(), writes),
+                (1, n + 1, true)
+            );
         }
         map.insert(0, 7, 2);
         let id = 201 + MAX_CHAIN_DELTAS as u64;
@@ -388,7 +519,7 @@ mod tests {
             assert_eq!(
                 chain,
                 Chain {
-                    base: 1,
+                    bases: vec![1],
                     deltas: (2..=id).collect()
                 }
             );
@@ -402,8 +533,8 @@ mod tests {
                 map.insert(0, key, 2);
             }
             assert_eq!(
-                checkpoint(&mut state, &mut map, id).base,
-                1,
+                checkpoint(&mut state, &mut map, id).bases,
+                [1],
                 "checkpoint {id}"
             );
         }
@@ -411,5 +542,71 @@ mod tests {
             map.insert(0, key, 3);
         }
         assert_eq!(checkpoint(&mut state, &mut map, 10), base(10));
+    }
+
+    #[test]
+    fn slices_cut_a_range_into_near_equal_parts() {
+        let cut = |start, end| slices(KeyGroupRange::new(start, end));
+        let eight: Vec<u32> = cut(64, 127).iter().map(|s| s.len()).collect();
+        assert_eq!(eight, [8; 8]);
+        assert_eq!(cut(0, 0), [KeyGroupRange::new(0, 0)]);
+        assert_eq!(cut(5, 7).len(), 3);
+        let uneven = cut(0, 20);
+        assert_eq!((uneven[0].start, uneven[7].end), (0, 20));
+        assert!(uneven.windows(2).all(|w| w[0].end + 1 == w[1].start));
+        assert_eq!(cut(1, 0), [KeyGroupRange::new(1, 0)]);
+    }
+
+    #[test]
+    fn a_steady_state_rebases_a_slice_at_a_time_within_the_replay_bound() {
+        // 16 key groups (8 slices of 2), 4096 keys each.
+        let range = KeyGroupRange::new(0, 15);
+        let mut map = KeyGroupedMap::new(range, 16);
+        let mut state = ChangelogState::default();
+        let key_groups = range.iter().cycle();
+        let keys: Vec<(u32, u64)> = key_groups.zip(0..16 * 4096).collect();
+        for &(group, key) in &keys {
+            map.insert(group, key, 0);
+        }
+        let ratio = 0.5;
+        let first = state.write("sum", "u64", &mut map, 1, Some(ratio));
+        assert_eq!(first.writes.len(), 8, "a base per slice");
+        assert!(first.writes.iter().all(|(f, _)| *f != StateFile::Delta));
+        state.notify_complete(1);
+        // Each checkpoint overwrites a tenth of every key group.
+        let mut rebases = Vec::new();
+        for id in 2..=60u64 {
+            for &(group, key) in keys.iter().skip(id as usize % 10).step_by(10) {
+                map.insert(group, key, id);
+            }
+            let write = state.write("sum", "u64", &mut map, id, Some(ratio));
+            let bases = write.writes.iter().filter(|(f, _)| *f != StateFile::Delta);
+            rebases.push(bases.count());
+            let chain = write.chain.clone().unwrap();
+            drop(write);
+            state.notify_complete(id);
+            let counted = state.confirmed.as_ref().unwrap();
+            assert!(
+                counted.replayed() as f64 <= (1.0 + ratio) * map.len() as f64,
+                "checkpoint {id}: {counted:?}"
+            );
+            // Every retained delta is newer than some slice's base.
+            let oldest = *chain.bases.iter().min().unwrap();
+            assert!(chain.deltas.iter().all(|&d| d > oldest), "{chain:?}");
+            assert_eq!(
+                chain.deltas.last(),
+                Some(&id),
+                "a delta at every checkpoint"
+            );
+        }
+        // Never all of it at once after the first base; and once the deltas
+        // reach the bound, the slices' bases are of different checkpoints.
+        assert!(rebases.iter().all(|&n| n < 8), "{rebases:?}");
+        assert!(rebases.iter().sum::<usize>() >= 8, "{rebases:?}");
+        let chain = state.confirmed.as_ref().unwrap().chain.clone();
+        let mut distinct = chain.bases.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert!(distinct.len() >= 4, "{chain:?}");
     }
 }

@@ -54,13 +54,13 @@ pub struct CheckpointConfig {
     /// writes only the changes since the last completed one, into the
     /// root's `shared` directory; other keyed states stay full.
     pub incremental: bool,
-    /// With `incremental`: once what a restore of a state would replay (its
-    /// last full snapshot's entries and the deltas' since) passes `1 + ratio`
-    /// times the state's entries, the next checkpoint writes a full one. A
-    /// growing state's deltas are mostly new keys, so it writes no full
-    /// snapshot while it grows; one of steady size writes one each time its
-    /// deltas reach `ratio` times its size. Lower restores faster (less to
-    /// replay); higher writes less.
+    /// With `incremental`: what a restore of a state replays (each slice's
+    /// last full snapshot and the deltas since it) stays within `1 + ratio`
+    /// times the state's entries. Past that, a checkpoint writes new full
+    /// snapshots of the slices whose rewrite saves the most, usually one
+    /// (see `checkpoint::changelog`). A growing state's deltas are mostly new
+    /// keys, so it writes none while it grows. Lower restores faster (less
+    /// to replay); higher writes less.
     pub materialize_ratio: f64,
 }
 
@@ -80,7 +80,7 @@ impl Default for CheckpointConfig {
             restart: RestartStrategy::None,
             restore_from: None,
             incremental: false,
-            materialize_ratio: 1.0,
+            materialize_ratio: 0.5,
         }
     }
 }

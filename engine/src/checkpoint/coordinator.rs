@@ -381,7 +381,7 @@ impl CheckpointCoordinator {
                                 states.len() - 1
                             }
                         };
-                        states[index].files.push(keyed.file.clone());
+                        states[index].files.extend(keyed.files.iter().cloned());
                         states[index].deltas.extend(keyed.deltas.iter().cloned());
                     }
                     snapshot

@@ -17,7 +17,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use rheon_net::codec::Codec;
-use rheon_state::checkpoint::{CheckpointMetadata, OperatorSnapshot};
+use rheon_state::checkpoint::{replayed_over, written_by, CheckpointMetadata, OperatorSnapshot};
 use rheon_state::key_group::KeyGroupRange;
 use rheon_state::keyed::{KeyGroupedFork, KeyGroupedMap};
 use rheon_state::snapshot::{plan_restore, SnapshotFile, SnapshotMeta};
@@ -31,14 +31,26 @@ pub(crate) type WriteStateFile = Box<dyn FnOnce(&Path) -> Result<(), String> + S
 /// The keyed state of one operator, forked, and how to write it.
 pub(crate) struct KeyedWrite {
     pub(crate) state_name: String,
-    /// Writes the state file at the given path (atomically); `None` when
-    /// the `chain`'s files are all written already (an incremental
-    /// checkpoint of a state that did not change).
-    pub(crate) write: Option<WriteStateFile>,
-    /// For an incremental checkpoint, the chain this write ends (a base, or
-    /// the last delta), whose files sit in the root's shared directory;
-    /// `None`: one full file in the checkpoint directory.
+    /// The files to write (each atomically, at the path its kind names);
+    /// empty when the `chain`'s files are all written already (an
+    /// incremental checkpoint of a state that did not change).
+    pub(crate) writes: Vec<(StateFile, WriteStateFile)>,
+    /// For an incremental checkpoint, the chain this checkpoint's state is
+    /// (bases and deltas, the new ones among them), whose files sit in the
+    /// root's shared directory; `None`: one full file in the checkpoint
+    /// directory.
     pub(crate) chain: Option<super::changelog::Chain>,
+}
+
+/// Which file of a [`KeyedWrite`] a write makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StateFile {
+    /// The one full snapshot of a checkpoint that is not incremental.
+    Full,
+    /// The base of one slice of the chain's key groups.
+    Base { slice: usize },
+    /// The chain's delta written at this checkpoint.
+    Delta,
 }
 
 /// What one operator hands over at a barrier.
@@ -276,12 +288,20 @@ impl RestoredOperator<'_> {
         for delta in &deltas {
             delta.will_need(self.key_group_range);
         }
+        let delta_ids: Vec<Option<u64>> = deltas.iter().map(written_by).collect();
         // One map per key group, presized from the snapshot's index and
         // filled directly (no rehash, no copy-on-write check per entry).
         let restore_group = |&(key_group, file): &(u32, &SnapshotFile),
                              scratch: &mut ReplayScratch<K, V>| {
+            // A key group's deltas are the ones its base is older than (a
+            // slice's new base holds what the deltas before it changed).
+            let base = written_by(file);
+            let changes = deltas.iter().zip(&delta_ids).filter(|(delta, &id)| {
+                delta.meta().key_groups.contains(key_group) && replayed_over(id, base)
+            });
+            let changes: Vec<&SnapshotFile> = changes.map(|(delta, _)| delta).collect();
             let verified = self.checksums_verified;
-            restore_key_group(key_group, file, &deltas, verified, scratch)
+            restore_key_group(key_group, file, &changes, verified, scratch)
         };
         let key_groups: Vec<(u32, &SnapshotFile)> = plan.iter().collect();
         let threads = restore_threads(self.parallelism, key_groups.len());
@@ -359,7 +379,8 @@ const REPLAY_REGION_BYTES: usize = 128 << 10;
 type ReplayScratch<K, V> = Vec<Vec<(K, Option<V>)>>;
 
 /// Restores `key_group`: its section of the full snapshot `base`, then its
-/// sections of the changelog files `deltas` (oldest first) replayed over it:
+/// sections of the changelog files `deltas` (oldest first, each holding the
+/// key group and newer than `base`) replayed over it:
 /// `(key, Some(value))` sets the key, `(key, None)` removes it.
 ///
 /// A key group's table is larger than the caches, and entries in file order
@@ -383,7 +404,7 @@ type ReplayScratch<K, V> = Vec<Vec<(K, Option<V>)>>;
 fn restore_key_group<K, V>(
     key_group: u32,
     base: &SnapshotFile,
-    deltas: &[SnapshotFile],
+    deltas: &[&SnapshotFile],
     checksummed: bool,
     scratch: &mut ReplayScratch<K, V>,
 ) -> Result<FxHashMap<K, V>, String>
@@ -393,10 +414,7 @@ where
 {
     let section = Section::read(key_group, base, checksummed)?;
     let mut changes = Vec::new();
-    for delta in deltas
-        .iter()
-        .filter(|delta| delta.meta().key_groups.contains(key_group))
-    {
+    for delta in deltas {
         changes.push(Section::read(key_group, delta, checksummed)?);
     }
     let apply = |group: &mut FxHashMap<K, V>, key: K, value: Option<V>| {
@@ -583,43 +601,58 @@ pub(crate) fn share_of<'a>(
         .map(|(_, e)| e.as_slice())
 }
 
-/// The asynchronous part of writing a keyed state: the fork, encoded key
-/// group by key group into one reused buffer, each key group released as
-/// soon as it is written (so the task's next write to it does not copy).
+/// A full snapshot of `fork`, written as one file in the checkpoint
+/// directory.
 pub(crate) fn keyed_write<K, V>(
     state_name: &str,
     type_tag: &'static str,
-    mut fork: KeyGroupedFork<K, V>,
+    fork: KeyGroupedFork<K, V>,
 ) -> KeyedWrite
 where
     K: Codec + Send + Sync + 'static,
     V: Codec + Send + Sync + 'static,
 {
-    let name = state_name.to_owned();
     KeyedWrite {
         state_name: state_name.to_owned(),
         chain: None,
-        write: Some(Box::new(move |path: &Path| {
-            let range = fork.key_group_range();
-            let meta = SnapshotMeta::new(
-                name,
-                format!("codec:{type_tag}"),
-                fork.max_parallelism(),
-                range,
-            );
-            let mut buffer = Vec::new();
-            rheon_state::snapshot::writer::write_encoded_atomically(path, meta, |mut writer| {
-                for key_group in range {
-                    let count = encode_section(&mut buffer, || fork.key_group(key_group));
-                    writer.write_key_group_encoded(key_group, count, &buffer)?;
-                    fork.release(key_group);
-                }
-                writer.finish()
-            })
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-        })),
+        writes: vec![(StateFile::Full, fork_write(state_name, type_tag, fork))],
     }
+}
+
+/// The asynchronous part of writing a keyed state: the fork (of all of the
+/// subtask's key groups or of a slice of them), encoded key group by key
+/// group into one reused buffer, each key group released as soon as it is
+/// written (so the task's next write to it does not copy).
+pub(crate) fn fork_write<K, V>(
+    state_name: &str,
+    type_tag: &'static str,
+    mut fork: KeyGroupedFork<K, V>,
+) -> WriteStateFile
+where
+    K: Codec + Send + Sync + 'static,
+    V: Codec + Send + Sync + 'static,
+{
+    let name = state_name.to_owned();
+    Box::new(move |path: &Path| {
+        let range = fork.key_group_range();
+        let meta = SnapshotMeta::new(
+            name,
+            format!("codec:{type_tag}"),
+            fork.max_parallelism(),
+            range,
+        );
+        let mut buffer = Vec::new();
+        rheon_state::snapshot::writer::write_encoded_atomically(path, meta, |mut writer| {
+            for key_group in range {
+                let count = encode_section(&mut buffer, || fork.key_group(key_group));
+                writer.write_key_group_encoded(key_group, count, &buffer)?;
+                fork.release(key_group);
+            }
+            writer.finish()
+        })
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    })
 }
 
 /// Encodes `entries()` into `buffer` as one key group's section: sized
@@ -727,7 +760,7 @@ mod tests {
         }
         second.extend((0..130_000).filter(|k| k % 7 == 0).map(|k| (k, Some(1))));
         second.extend((0..130_000).filter(|k| k % 11 == 0).map(|k| (k, None)));
-        let deltas = vec![
+        let deltas = [
             section_file(&dir.join("1.delta"), &first),
             section_file(&dir.join("2.delta"), &second),
         ];
@@ -741,6 +774,7 @@ mod tests {
         }
         for checksummed in [false, true] {
             let mut scratch = ReplayScratch::new();
+            let deltas: Vec<&SnapshotFile> = deltas.iter().collect();
             let got = restore_key_group(0, &base_file, &deltas, checksummed, &mut scratch).unwrap();
             assert!(scratch.len() > 1, "the table is restored by region");
             assert_eq!(got, want);
@@ -781,6 +815,7 @@ mod tests {
             }
         }
         let mut scratch = ReplayScratch::new();
+        let deltas: Vec<&SnapshotFile> = deltas.iter().collect();
         let got = restore_key_group(0, &base_file, &deltas, false, &mut scratch).unwrap();
         assert!(scratch.len() > 1, "the table is restored by region");
         assert_eq!(got, want);

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::state::TakenOperator;
+use crate::checkpoint::state::{StateFile, TakenOperator};
 use crate::coordinator::messages::{
     AckedKeyed, AckedOperator, CoordinatorMsg, JobId, Mailbox, SubtaskCheckpoint,
 };
@@ -95,10 +95,13 @@ fn state_file_name(node: usize, state: &str, subtask: u32) -> String {
     format!("op{node}-{}-{subtask}.snap", file_safe(state))
 }
 
-/// File name, in the root's shared directory, of the base or delta that
-/// checkpoint `id` wrote for one keyed state of one subtask.
-fn chain_file_name(id: u64, delta: bool, node: usize, state: &str, subtask: u32) -> String {
-    let kind = if delta { "delta" } else { "base" };
+/// File name, in the root's shared directory, of a slice's base or the delta
+/// that checkpoint `id` wrote for one keyed state of one subtask.
+fn chain_file_name(id: u64, file: StateFile, node: usize, state: &str, subtask: u32) -> String {
+    let kind = match file {
+        StateFile::Base { slice } => format!("base{slice}"),
+        StateFile::Delta | StateFile::Full => "delta".to_owned(),
+    };
     shared_file_name(
         id,
         &format!("op{node}-{}-{subtask}.{kind}.snap", file_safe(state)),
@@ -112,7 +115,12 @@ fn file_safe(name: &str) -> String {
 }
 
 fn write_one(job: SnapshotJob) {
-    let result = write_files(&job.directory, job.subtask.index, job.operators);
+    let result = write_files(
+        &job.directory,
+        job.checkpoint_id,
+        job.subtask.index,
+        job.operators,
+    );
     let message = match result {
         Ok((operators, bytes)) => CoordinatorMsg::AcknowledgeCheckpoint {
             job: job.job,
@@ -150,6 +158,7 @@ fn shared_dir(checkpoint_dir: &Path) -> Result<PathBuf, String> {
 
 fn write_files(
     directory: &Path,
+    checkpoint_id: u64,
     subtask: u32,
     operators: Vec<TakenOperator>,
 ) -> Result<(Vec<AckedOperator>, u64), String> {
@@ -165,30 +174,33 @@ fn write_files(
         let mut keyed = Vec::with_capacity(operator.parts.keyed.len());
         for state in operator.parts.keyed {
             let (node, name) = (operator.node, state.state_name.as_str());
-            let (path, files) = match &state.chain {
+            let (shared, files) = match &state.chain {
                 None => {
                     let file = state_file_name(node, name, subtask);
-                    (directory.join(&file), AckedKeyed::full(name, file))
+                    (None, AckedKeyed::full(name, file))
                 }
                 Some(chain) => {
-                    let shared = shared_dir(directory)?;
-                    let in_shared = |id, delta| chain_file_name(id, delta, node, name, subtask);
-                    let written = *chain.deltas.last().unwrap_or(&chain.base);
-                    let path = shared.join(in_shared(written, !chain.deltas.is_empty()));
+                    let in_shared = |id, file| chain_file_name(id, file, node, name, subtask);
                     let reference = |file: String| format!("../{SHARED_DIR_NAME}/{file}");
                     let files = AckedKeyed {
                         name: name.to_owned(),
-                        file: reference(in_shared(chain.base, false)),
-                        deltas: chain
-                            .deltas
-                            .iter()
-                            .map(|&id| reference(in_shared(id, true)))
+                        files: (chain.bases.iter().enumerate())
+                            .map(|(slice, &id)| reference(in_shared(id, StateFile::Base { slice })))
+                            .collect(),
+                        deltas: (chain.deltas.iter())
+                            .map(|&id| reference(in_shared(id, StateFile::Delta)))
                             .collect(),
                     };
-                    (path, files)
+                    (Some((shared_dir(directory)?, in_shared)), files)
                 }
             };
-            if let Some(write) = state.write {
+            for (file, write) in state.writes {
+                let path = match (&shared, file) {
+                    (None, _) => directory.join(state_file_name(node, name, subtask)),
+                    (Some((shared, in_shared)), file) => {
+                        shared.join(in_shared(checkpoint_id, file))
+                    }
+                };
                 write(&path)?;
                 bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             }

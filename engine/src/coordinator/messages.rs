@@ -222,9 +222,12 @@ pub struct AckedOperator {
 #[derive(Debug)]
 pub struct AckedKeyed {
     pub name: String,
-    /// The full snapshot (of an incremental checkpoint: the chain's base).
-    pub file: String,
-    /// An incremental checkpoint's changelog files after the base, oldest first.
+    /// The full snapshot; of an incremental checkpoint, the chain's bases, one
+    /// per slice of the subtask's key groups.
+    pub files: Vec<String>,
+    /// An incremental checkpoint's changelog files after the oldest base,
+    /// oldest first. A key group's state is its base plus the deltas written
+    /// by later checkpoints (the shared files' names start with that id).
     pub deltas: Vec<String>,
 }
 
@@ -233,7 +236,7 @@ impl AckedKeyed {
     pub(crate) fn full(name: &str, file: String) -> Self {
         AckedKeyed {
             name: name.to_owned(),
-            file,
+            files: vec![file],
             deltas: Vec::new(),
         }
     }

@@ -41,4 +41,4 @@ pub use metadata::{
     write_metadata, ChannelStateEntry, CheckpointMetadata, KeyedStateFiles, OperatorSnapshot,
     METADATA_FILE_NAME, SHARED_DIR_NAME,
 };
-pub use verify::{latest_valid, verify};
+pub use verify::{latest_valid, replayed_over, verify, written_by};

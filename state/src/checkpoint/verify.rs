@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::error::CheckpointError;
-use super::layout::{list_completed, parse_checkpoint_dir_name, scan};
+use super::layout::{list_completed, parse_checkpoint_dir_name, scan, shared_file_checkpoint_id};
 use super::metadata::{
     read_metadata, CheckpointMetadata, KeyedStateFiles, OperatorSnapshot, METADATA_FILE_NAME,
 };
@@ -72,6 +72,10 @@ struct Opened<'m> {
     operator: &'m OperatorSnapshot,
     state: &'m KeyedStateFiles,
     file: SnapshotFile,
+    /// Key groups whose sections no restore reads (a delta's, for key groups
+    /// whose base is newer than it), ascending; their checksums are not
+    /// checked here (`inspect` checks them).
+    unread: Vec<u32>,
 }
 
 /// Checks every non-empty key group's checksum (and archive) of `files`, striped over
@@ -86,6 +90,7 @@ fn check_sections(files: &[Opened<'_>]) -> Result<(), CheckpointError> {
                 .index()
                 .iter()
                 .filter(|entry| entry.size_bytes > 0)
+                .filter(|entry| opened.unread.binary_search(&entry.key_group).is_err())
                 .map(move |entry| (i, entry.key_group))
         })
         .collect();
@@ -223,20 +228,60 @@ fn open_keyed_state<'m>(
         .collect::<Result<Vec<_>, _>>()?;
     // `check` keeps max parallelism in 1..=MAX_PARALLELISM_BOUND, as `plan_restore` needs.
     let all = KeyGroupRange::new(0, metadata.max_parallelism - 1);
-    plan_restore(&files, metadata.max_parallelism, all)
+    let plan = plan_restore(&files, metadata.max_parallelism, all)
         .map_err(|error| state_error(operator, state, error))?;
+    let base_ids: Vec<Option<u64>> = plan.iter().map(|(_, file)| written_by(file)).collect();
     // Changelog files only need to be sound: they cover what their bases cover.
     let deltas = state
         .deltas
         .iter()
         .map(|name| open_and_check(dir, metadata, operator, state, name))
         .collect::<Result<Vec<_>, _>>()?;
-    opened.extend(files.into_iter().chain(deltas).map(|file| Opened {
+    let deltas: Vec<Opened<'m>> = deltas
+        .into_iter()
+        .map(|file| {
+            let id = written_by(&file);
+            let unread = file
+                .key_groups()
+                .iter()
+                .filter(|&key_group| {
+                    let base = base_ids.get(key_group as usize).copied().flatten();
+                    !replayed_over(id, base)
+                })
+                .collect();
+            Opened {
+                operator,
+                state,
+                file,
+                unread,
+            }
+        })
+        .collect();
+    let bases = files.into_iter().map(|file| Opened {
         operator,
         state,
         file,
-    }));
+        unread: Vec::new(),
+    });
+    opened.extend(bases.chain(deltas));
     Ok(())
+}
+
+/// The checkpoint that wrote `file` into the root's shared directory, from the
+/// id its name starts with (see [`shared_file_name`](super::layout::shared_file_name));
+/// `None` for other files.
+pub fn written_by(file: &SnapshotFile) -> Option<u64> {
+    let name = file.path().file_name()?.to_str()?;
+    shared_file_checkpoint_id(name)
+}
+
+/// Whether a restore replays a delta written by checkpoint `delta` over a key
+/// group whose base checkpoint `base` wrote (ids from [`written_by`]): only a
+/// delta written after the base holds changes the base does not. Where
+/// either id is unknown, the delta is replayed (a chain with one base per
+/// subtask, whose deltas all follow it).
+pub fn replayed_over(delta: Option<u64>, base: Option<u64>) -> bool {
+    !matches!((delta, base), (Some(delta), Some(base)) if delta <= base)
 }
 
 /// Opens a state file and checks that its header fits the metadata.
