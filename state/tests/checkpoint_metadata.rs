@@ -57,8 +57,14 @@ fn state_file_name(subtask: u32) -> String {
 /// its key groups, value `key * 10 + id`.
 fn write_state_file(dir: &Path, state: &str, subtask: u32, id: u64) {
     let range = KeyGroupRange::for_operator(MAX_P, PARALLELISM, subtask);
+    write_keys(&dir.join(state_file_name(subtask)), state, range, id);
+}
+
+/// A file of keyed state `state` at `path` holding `key * 10 + id` for the keys of
+/// `range`.
+fn write_keys(path: &Path, state: &str, range: KeyGroupRange, id: u64) {
     let meta = SnapshotMeta::new(state, "u64:u64/v1", MAX_P, range);
-    write_atomically::<u64, u64, _>(&dir.join(state_file_name(subtask)), meta, |mut writer| {
+    write_atomically::<u64, u64, _>(path, meta, |mut writer| {
         for key_group in range {
             let entries = (0..KEYS)
                 .filter(|key| assign_to_key_group(key, MAX_P) == key_group)
@@ -764,20 +770,9 @@ fn shared_files_are_collected_when_no_checkpoint_needs_them() {
     );
 }
 
-/// A file of keyed state `s` in `shared/` holding `key * 10 + id` for the keys of
-/// `range`.
+/// A file of keyed state `s` in `shared/` (see [`write_keys`]).
 fn write_chain_file(shared: &Path, name: &str, range: KeyGroupRange, id: u64) {
-    let meta = SnapshotMeta::new("s", "u64:u64/v1", MAX_P, range);
-    write_atomically::<u64, u64, _>(&shared.join(name), meta, |mut writer| {
-        for key_group in range {
-            let entries = (0..KEYS)
-                .filter(|key| assign_to_key_group(key, MAX_P) == key_group)
-                .map(|key| (key, key * 10 + id));
-            writer.write_key_group(key_group, entries)?;
-        }
-        writer.finish()
-    })
-    .unwrap();
+    write_keys(&shared.join(name), "s", range, id);
 }
 
 /// A chain whose slices' bases are of different checkpoints: a delta older than a

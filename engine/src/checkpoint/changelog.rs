@@ -25,6 +25,12 @@
 //!   as cheap to replay as a base's entries, so it writes no new bases while
 //!   it grows; a state of steady size rebases about one slice at a time,
 //!   oldest first. That bounds both restores and the logs' memory.
+//! - What the chain keeps on disk is bounded too: a delta stays while any
+//!   slice's base is older, so past `2 * ratio` times the state's entries in
+//!   the deltas kept, each checkpoint rebases the slice with the oldest base
+//!   (one a checkpoint, so slices sharing a base are not all rewritten at
+//!   once). Without it, a state that grew (no rebases) and then steadied
+//!   kept every delta since its first base for as long as one slice did.
 //!
 //! Why slices: with one base per subtask, a steady state's chain grows from
 //! its base alone to `1 + ratio` times the state, then starts again, so the
@@ -76,6 +82,8 @@ struct Counted {
     /// groups in the deltas after that base.
     base_entries: Vec<usize>,
     delta_entries: Vec<usize>,
+    /// Entries of each delta of `chain.deltas`.
+    delta_sizes: Vec<usize>,
 }
 
 impl Counted {
@@ -88,6 +96,7 @@ impl Counted {
             },
             base_entries: lens.to_vec(),
             delta_entries: vec![0; lens.len()],
+            delta_sizes: Vec::new(),
         }
     }
 
@@ -96,23 +105,44 @@ impl Counted {
         self.base_entries.iter().sum::<usize>() + self.delta_entries.iter().sum::<usize>()
     }
 
-    /// After checkpoint `id` appended its delta: writes new bases at `id` for
-    /// as few slices as keep the chain within bounds, and drops the deltas no
-    /// slice needs any more. Bounds: what a restore replays stays within
-    /// `1 + ratio` times the state's entries (`lens`, per slice), and at most
-    /// [`MAX_CHAIN_DELTAS`] deltas. The slice whose rebase saves the most
-    /// replay goes first (the oldest among equals), so a state of steady size
-    /// rebases a slice now and then instead of all of it at once. Returns,
-    /// per slice, whether it was rebased.
-    fn rebase(&mut self, id: u64, lens: &[usize], ratio: f64) -> Vec<bool> {
-        let state: usize = lens.iter().sum();
-        let bound = (1.0 + ratio) * state.max(MIN_STATE_ENTRIES) as f64;
+    /// Appends checkpoint `id`'s delta, of `logged` entries per slice, then
+    /// writes new bases at `id` for as few slices as keep the chain within
+    /// bounds, and drops the deltas no slice needs any more. Bounds: what a
+    /// restore replays stays within `1 + ratio` times the state's entries
+    /// (`lens`, per slice); the deltas the chain keeps hold at most `2 *
+    /// ratio` times them, a bound that one rebase per checkpoint restores
+    /// over the next few (a delta stays while the oldest base is older, even
+    /// where newer bases made it dead weight: a state that grew and then
+    /// stopped would otherwise keep every delta since its first base); and
+    /// at most [`MAX_CHAIN_DELTAS`] deltas. For the replay, the slice whose
+    /// rebase saves the most goes first (the oldest among equals), so a
+    /// state of steady size rebases a slice now and then instead of all of it
+    /// at once; for the files, the slice with the oldest base. Returns, per
+    /// slice, whether it was rebased.
+    fn extend(&mut self, id: u64, logged: &[usize], lens: &[usize], ratio: f64) -> Vec<bool> {
+        for (entries, logged) in self.delta_entries.iter_mut().zip(logged) {
+            *entries += logged;
+        }
+        self.chain.deltas.push(id);
+        self.delta_sizes.push(logged.iter().sum());
+        let state = lens.iter().sum::<usize>().max(MIN_STATE_ENTRIES) as f64;
         let mut rebased = vec![false; lens.len()];
         loop {
             let oldest = self.chain.oldest_base();
-            let files = self.chain.deltas.iter().filter(|&&d| d > oldest).count();
-            let over_replay = self.replayed() as f64 > bound;
-            if !over_replay && files <= MAX_CHAIN_DELTAS {
+            let kept = self.chain.deltas.iter().zip(&self.delta_sizes);
+            let (files, entries) = kept
+                .filter(|&(&d, _)| d > oldest)
+                .fold((0, 0), |(files, entries), (_, &size)| {
+                    (files + 1, entries + size)
+                });
+            let over_replay = self.replayed() as f64 > (1.0 + ratio) * state;
+            // Kept entries past the bound rebase one slice per checkpoint:
+            // when the slices share their oldest base, freeing a delta
+            // takes rebasing all of them, which would be a full snapshot
+            // at once, the spike slices exist to avoid.
+            let over_entries = entries as f64 > 2.0 * ratio * state && !rebased.contains(&true);
+            let over_files = files > MAX_CHAIN_DELTAS || over_entries;
+            if !over_replay && !over_files {
                 break;
             }
             let candidates = (0..lens.len()).filter(|&s| !rebased[s]);
@@ -132,7 +162,17 @@ impl Counted {
             self.delta_entries[slice] = 0;
         }
         let oldest = self.chain.oldest_base();
-        self.chain.deltas.retain(|&d| d > oldest);
+        let kept = self.chain.deltas.iter().position(|&d| d > oldest);
+        let dropped = kept.unwrap_or(self.chain.deltas.len());
+        self.chain.deltas.drain(..dropped);
+        self.delta_sizes.drain(..dropped);
+        // The new delta has empty sections for the slices rebased with it.
+        if let Some(size) = self.delta_sizes.last_mut().filter(|_| kept.is_some()) {
+            *size = (logged.iter().zip(&rebased))
+                .filter(|&(_, &rebased)| !rebased)
+                .map(|(&logged, _)| logged)
+                .sum();
+        }
         rebased
     }
 }
@@ -273,21 +313,16 @@ where
             Some(chain) => {
                 let mut counted = chain.clone();
                 let start = map.key_group_range().start;
-                for (slice, logged) in slices.iter().zip(&mut counted.delta_entries) {
-                    let indexes = (slice.start - start) as usize..=(slice.end - start) as usize;
-                    *logged += self
-                        .segments
-                        .iter()
-                        .map(|(_, s)| {
-                            s.groups[indexes.clone()]
-                                .iter()
-                                .map(Vec::len)
-                                .sum::<usize>()
-                        })
-                        .sum::<usize>();
-                }
-                counted.chain.deltas.push(checkpoint_id);
-                let rebased = counted.rebase(checkpoint_id, &slice_lens(map, &slices), ratio);
+                let logged: Vec<usize> = (slices.iter())
+                    .map(|slice| {
+                        let indexes = (slice.start - start) as usize..=(slice.end - start) as usize;
+                        (self.segments.iter())
+                            .flat_map(|(_, s)| s.groups[indexes.clone()].iter().map(Vec::len))
+                            .sum()
+                    })
+                    .collect();
+                let lens = slice_lens(map, &slices);
+                let rebased = counted.extend(checkpoint_id, &logged, &lens, ratio);
                 (counted, rebased)
             }
         };
@@ -608,5 +643,58 @@ mod tests {
         distinct.sort_unstable();
         distinct.dedup();
         assert!(distinct.len() >= 4, "{chain:?}");
+    }
+
+    #[test]
+    fn a_state_that_grows_then_steadies_keeps_its_chain_files_bounded() {
+        // 16 key groups (8 slices); the state grows from 16 keys to 64 Ki
+        // while overwriting old keys, then stays at that size.
+        let range = KeyGroupRange::new(0, 15);
+        let mut map = KeyGroupedMap::new(range, 16);
+        let mut state = ChangelogState::default();
+        let ratio = 0.5;
+        let (mut rebases, mut kept_over) = (Vec::new(), Vec::new());
+        let key_group = |key: u64| (key % 16) as u32;
+        let mut keys = 16u64;
+        for key in 0..keys {
+            map.insert(key_group(key), key, 0);
+        }
+        for id in 1..=80u64 {
+            if id <= 40 {
+                let grown = (keys * 13 / 10).min(1 << 16);
+                for key in keys..grown {
+                    map.insert(key_group(key), key, id);
+                }
+                keys = grown;
+            }
+            for key in (id % 3..keys).step_by(3) {
+                map.insert(key_group(key), key, id);
+            }
+            let write = state.write("sum", "u64", &mut map, id, Some(ratio));
+            let bases = write.writes.iter().filter(|(f, _)| *f != StateFile::Delta);
+            rebases.push(bases.count());
+            drop(write);
+            state.notify_complete(id);
+            let counted = state.confirmed.as_ref().unwrap();
+            let bound = map.len().max(MIN_STATE_ENTRIES) as f64;
+            let kept: usize = counted.delta_sizes.iter().sum();
+            kept_over.push(kept as f64 / bound);
+            assert!(counted.replayed() as f64 <= (1.0 + ratio) * bound);
+            assert_eq!(counted.delta_sizes.len(), counted.chain.deltas.len());
+            // The sizes are the deltas' logged entries over the slices that
+            // still replay them.
+            let logged: usize = counted.delta_entries.iter().sum();
+            assert!(logged <= kept, "checkpoint {id}: {counted:?}");
+        }
+        assert_eq!(map.len(), 1 << 16);
+        // After the first base, no checkpoint rewrites every slice at once;
+        // the kept deltas pass their bound only briefly, by a slice's worth.
+        assert!(rebases[1..].iter().all(|&n| n < 8), "{rebases:?}");
+        let over = kept_over.iter().filter(|&&k| k > 2.0 * ratio).count();
+        assert!(over <= 16, "{over} over: {kept_over:?}");
+        assert!(
+            kept_over[60..].iter().all(|&k| k <= 2.0 * ratio),
+            "{kept_over:?}"
+        );
     }
 }

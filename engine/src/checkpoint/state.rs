@@ -285,10 +285,19 @@ impl RestoredOperator<'_> {
             .map(|f| SnapshotFile::open(self.checkpoint_dir.join(f)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
-        for delta in &deltas {
-            delta.will_need(self.key_group_range);
-        }
         let delta_ids: Vec<Option<u64>> = deltas.iter().map(written_by).collect();
+        let key_groups: Vec<(u32, &SnapshotFile)> = plan.iter().collect();
+        // Read ahead only the sections the replay reads: a slice rebased
+        // after a delta never reads that delta's sections.
+        for (delta, &id) in deltas.iter().zip(&delta_ids) {
+            let reads = |base: &SnapshotFile| replayed_over(id, written_by(base));
+            for run in key_groups.chunk_by(|a, b| reads(a.1) == reads(b.1)) {
+                if reads(run[0].1) {
+                    let (first, last) = (run[0].0, run[run.len() - 1].0);
+                    delta.will_need(KeyGroupRange::new(first, last));
+                }
+            }
+        }
         // One map per key group, presized from the snapshot's index and
         // filled directly (no rehash, no copy-on-write check per entry).
         let restore_group = |&(key_group, file): &(u32, &SnapshotFile),
@@ -303,7 +312,6 @@ impl RestoredOperator<'_> {
             let verified = self.checksums_verified;
             restore_key_group(key_group, file, &changes, verified, scratch)
         };
-        let key_groups: Vec<(u32, &SnapshotFile)> = plan.iter().collect();
         let threads = restore_threads(self.parallelism, key_groups.len());
         // Fewer subtasks than cores: the rest of the cores help, each on a
         // share of the key groups. Helpers drop the executor's pinning, which
