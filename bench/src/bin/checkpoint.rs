@@ -80,9 +80,9 @@ const RESTORE_TARGET: Duration = Duration::from_secs(1);
 /// largest checkpoint's bytes.
 const FULL_STATE_SHARE: f64 = 0.95;
 const MIB: f64 = (1u64 << 20) as f64;
-/// Completed checkpoints an incremental run keeps: enough to hold a whole
-/// incremental chain at the default materialization ratio (a new base about
-/// every 10 checkpoints here), so the restore can take its longest.
+/// Completed checkpoints an incremental run keeps, so that the restore takes
+/// the longest chain of the run's last 16 checkpoints, not whatever the newest
+/// checkpoint happens to be.
 const RETAINED: usize = 16;
 
 #[derive(Parser)]

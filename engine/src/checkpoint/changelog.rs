@@ -46,10 +46,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rheon_net::codec::Codec;
+use rheon_state::key_group::KeyGroupRange;
 use rheon_state::keyed::{Changelog, KeyGroupedMap};
 use rheon_state::snapshot::SnapshotMeta;
-
-use rheon_state::key_group::KeyGroupRange;
 
 use super::state::{
     encode_section, fork_write, keyed_write, KeyedWrite, StateFile, WriteStateFile,
@@ -183,15 +182,13 @@ const SLICES: u32 = 8;
 /// `range` cut into at most [`SLICES`] contiguous slices of near-equal size,
 /// the way subtasks share key groups; an empty range is one empty slice.
 pub(crate) fn slices(range: KeyGroupRange) -> Vec<KeyGroupRange> {
-    let count = range.len().clamp(1, SLICES);
+    if range.is_empty() {
+        return vec![range];
+    }
+    let count = range.len().min(SLICES);
+    let at = |i: u32| range.start + ((i as u64 * range.len() as u64) / count as u64) as u32;
     (0..count)
-        .map(|i| {
-            if range.is_empty() {
-                return range;
-            }
-            let at = |i: u32| range.start + ((i as u64 * range.len() as u64) / count as u64) as u32;
-            KeyGroupRange::new(at(i), at(i + 1) - 1)
-        })
+        .map(|i| KeyGroupRange::new(at(i), at(i + 1) - 1))
         .collect()
 }
 
@@ -266,7 +263,7 @@ where
 
     /// The synchronous part of checkpoint `checkpoint_id` for `map`: a delta
     /// of the logs since the confirmed chain, plus bases (copy-on-write forks)
-    /// of the slices [`Counted::rebase`] picks; bases of every slice when
+    /// of the slices [`Counted::extend`] picks; bases of every slice when
     /// there is no chain to extend or a log was incomplete.
     fn snapshot(
         &mut self,

@@ -285,14 +285,19 @@ impl RestoredOperator<'_> {
             .map(|f| SnapshotFile::open(self.checkpoint_dir.join(f)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
+        // Each key group with its base, and the checkpoint that wrote the base:
+        // a key group replays the deltas written after it (a slice's newer
+        // base holds what the deltas before it changed).
+        let key_groups: Vec<KeyGroupBase<'_>> = plan
+            .iter()
+            .map(|(key_group, base)| (key_group, base, written_by(base)))
+            .collect();
         let delta_ids: Vec<Option<u64>> = deltas.iter().map(written_by).collect();
-        let key_groups: Vec<(u32, &SnapshotFile)> = plan.iter().collect();
-        // Read ahead only the sections the replay reads: a slice rebased
-        // after a delta never reads that delta's sections.
+        // Read ahead only the sections the replay reads.
         for (delta, &id) in deltas.iter().zip(&delta_ids) {
-            let reads = |base: &SnapshotFile| replayed_over(id, written_by(base));
-            for run in key_groups.chunk_by(|a, b| reads(a.1) == reads(b.1)) {
-                if reads(run[0].1) {
+            let reads = |&(_, _, base): &KeyGroupBase<'_>| replayed_over(id, base);
+            for run in key_groups.chunk_by(|a, b| reads(a) == reads(b)) {
+                if reads(&run[0]) {
                     let (first, last) = (run[0].0, run[run.len() - 1].0);
                     delta.will_need(KeyGroupRange::new(first, last));
                 }
@@ -300,15 +305,14 @@ impl RestoredOperator<'_> {
         }
         // One map per key group, presized from the snapshot's index and
         // filled directly (no rehash, no copy-on-write check per entry).
-        let restore_group = |&(key_group, file): &(u32, &SnapshotFile),
+        let restore_group = |&(key_group, file, base): &KeyGroupBase<'_>,
                              scratch: &mut ReplayScratch<K, V>| {
-            // A key group's deltas are the ones its base is older than (a
-            // slice's new base holds what the deltas before it changed).
-            let base = written_by(file);
-            let changes = deltas.iter().zip(&delta_ids).filter(|(delta, &id)| {
-                delta.meta().key_groups.contains(key_group) && replayed_over(id, base)
-            });
-            let changes: Vec<&SnapshotFile> = changes.map(|(delta, _)| delta).collect();
+            let changes: Vec<&SnapshotFile> = (deltas.iter().zip(&delta_ids))
+                .filter(|(delta, &id)| {
+                    delta.meta().key_groups.contains(key_group) && replayed_over(id, base)
+                })
+                .map(|(delta, _)| delta)
+                .collect();
             let verified = self.checksums_verified;
             restore_key_group(key_group, file, &changes, verified, scratch)
         };
@@ -318,7 +322,7 @@ impl RestoredOperator<'_> {
         // they inherit, or they would all share this subtask's core.
         let mut shares = key_groups.chunks(key_groups.len().div_ceil(threads).max(1));
         let own = shares.next().unwrap_or_default();
-        let restore_share = |share: &[(u32, &SnapshotFile)]| {
+        let restore_share = |share: &[KeyGroupBase<'_>]| {
             let mut scratch = ReplayScratch::new();
             share
                 .iter()
@@ -350,6 +354,10 @@ impl RestoredOperator<'_> {
         ))
     }
 }
+
+/// A key group to restore, its base file, and the checkpoint that wrote the
+/// base (`None` outside the shared directory).
+type KeyGroupBase<'a> = (u32, &'a SnapshotFile, Option<u64>);
 
 /// How many threads restore the keyed state of one subtask of an operator at
 /// `parallelism`: the cores its subtasks leave over (all subtasks restore at
@@ -746,11 +754,17 @@ mod tests {
         SnapshotFile::open(path).expect("open the state file")
     }
 
-    #[test]
-    fn a_restore_by_table_region_applies_the_base_then_every_change_in_file_order() {
-        let dir = std::env::temp_dir().join(format!("rheon-replay-{}", std::process::id()));
+    /// An empty directory of this process for test `name`.
+    fn fresh_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("rheon-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_restore_by_table_region_applies_the_base_then_every_change_in_file_order() {
+        let dir = fresh_dir("replay");
         // A table of megabytes, so the changes are gathered in many regions.
         let base: Vec<(u64, u64)> = (0..100_000).map(|k| (k, k)).collect();
         let first: Vec<(u64, Option<u64>)> = (0..120_000)
@@ -796,9 +810,7 @@ mod tests {
 
     #[test]
     fn a_growing_state_is_restored_into_a_table_sized_once_for_its_keys() {
-        let dir = std::env::temp_dir().join(format!("rheon-growing-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("growing");
         // A small base, then deltas of mostly new keys, as a growing state's
         // chain holds; each delta changes the same keys again, so its
         // entries (458 000) are three times its keys.

@@ -95,12 +95,19 @@ fn state_file_name(node: usize, state: &str, subtask: u32) -> String {
     format!("op{node}-{}-{subtask}.snap", file_safe(state))
 }
 
-/// File name, in the root's shared directory, of a slice's base or the delta
-/// that checkpoint `id` wrote for one keyed state of one subtask.
-fn chain_file_name(id: u64, file: StateFile, node: usize, state: &str, subtask: u32) -> String {
-    let kind = match file {
-        StateFile::Base { slice } => format!("base{slice}"),
-        StateFile::Delta | StateFile::Full => "delta".to_owned(),
+/// File name, in the root's shared directory, of the base of slice
+/// `base_of` (the delta for `None`) that checkpoint `id` wrote for one keyed
+/// state of one subtask.
+fn chain_file_name(
+    id: u64,
+    base_of: Option<usize>,
+    node: usize,
+    state: &str,
+    subtask: u32,
+) -> String {
+    let kind = match base_of {
+        Some(slice) => format!("base{slice}"),
+        None => "delta".to_owned(),
     };
     shared_file_name(
         id,
@@ -174,32 +181,29 @@ fn write_files(
         let mut keyed = Vec::with_capacity(operator.parts.keyed.len());
         for state in operator.parts.keyed {
             let (node, name) = (operator.node, state.state_name.as_str());
-            let (shared, files) = match &state.chain {
-                None => {
-                    let file = state_file_name(node, name, subtask);
-                    (None, AckedKeyed::full(name, file))
-                }
+            let in_shared = |id, base_of| chain_file_name(id, base_of, node, name, subtask);
+            let files = match &state.chain {
+                None => AckedKeyed::full(name, state_file_name(node, name, subtask)),
                 Some(chain) => {
-                    let in_shared = |id, file| chain_file_name(id, file, node, name, subtask);
                     let reference = |file: String| format!("../{SHARED_DIR_NAME}/{file}");
-                    let files = AckedKeyed {
+                    AckedKeyed {
                         name: name.to_owned(),
                         files: (chain.bases.iter().enumerate())
-                            .map(|(slice, &id)| reference(in_shared(id, StateFile::Base { slice })))
+                            .map(|(slice, &id)| reference(in_shared(id, Some(slice))))
                             .collect(),
                         deltas: (chain.deltas.iter())
-                            .map(|&id| reference(in_shared(id, StateFile::Delta)))
+                            .map(|&id| reference(in_shared(id, None)))
                             .collect(),
-                    };
-                    (Some((shared_dir(directory)?, in_shared)), files)
+                    }
                 }
             };
             for (file, write) in state.writes {
-                let path = match (&shared, file) {
-                    (None, _) => directory.join(state_file_name(node, name, subtask)),
-                    (Some((shared, in_shared)), file) => {
-                        shared.join(in_shared(checkpoint_id, file))
+                let path = match file {
+                    StateFile::Full => directory.join(state_file_name(node, name, subtask)),
+                    StateFile::Base { slice } => {
+                        shared_dir(directory)?.join(in_shared(checkpoint_id, Some(slice)))
                     }
+                    StateFile::Delta => shared_dir(directory)?.join(in_shared(checkpoint_id, None)),
                 };
                 write(&path)?;
                 bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
