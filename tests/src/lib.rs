@@ -151,7 +151,14 @@ pub fn checkpoint_test_events() -> u64 {
 /// Task panics to inject into a job: each at the first record at or past its
 /// number, but only once `checkpoints` holds a completed checkpoint (with
 /// `None`, at once), so that a slow host cannot make a run fail before it has
-/// a checkpoint to recover from.
+/// a checkpoint to recover from; and, with [`FailureInjector::after_own`],
+/// once the job completed so many checkpoints of its own.
+///
+/// A failure that is due but waits for its checkpoints slows its source
+/// subtask to a record per millisecond until they complete. A failure due
+/// before the first checkpoint completes fires right after it, so without
+/// `after_own` it can come with a single checkpoint, however far into the
+/// input its number is.
 ///
 /// At most one failure fires per attempt of the job, so that each is its own
 /// restart: the engine builds every subtask's operators from a clone of the
@@ -167,6 +174,8 @@ pub struct FailureInjector {
 struct Injections {
     pending: Vec<u64>,
     checkpoints: Option<PathBuf>,
+    /// A failure waits for a completed checkpoint with an id at least this.
+    first_id: u64,
     /// Failures fired so far: the attempt a clone made now belongs to.
     fired: u64,
 }
@@ -177,10 +186,25 @@ impl FailureInjector {
             shared: std::sync::Arc::new(std::sync::Mutex::new(Injections {
                 pending: failures.to_vec(),
                 checkpoints: checkpoints.map(Path::to_path_buf),
+                first_id: 0,
                 fired: 0,
             })),
             attempt: 0,
         }
+    }
+
+    /// Fires nothing before the job completed `checkpoints` checkpoints of
+    /// its own: ids past the newest completed when this is called.
+    pub fn after_own(self, checkpoints: u64) -> Self {
+        {
+            let mut shared = self.shared.lock().unwrap();
+            let newest = (shared.checkpoints.as_deref())
+                .and_then(|dir| rheon_state::checkpoint::list_completed(dir).ok())
+                .and_then(|completed| completed.iter().map(|&(id, _)| id).max())
+                .unwrap_or(0);
+            shared.first_id = newest + checkpoints;
+        }
+        self
     }
 
     /// Panics if `record` is at or past a pending failure and the rules
@@ -193,9 +217,10 @@ impl FailureInjector {
         let Some(i) = shared.pending.iter().position(|&at| at <= record) else {
             return;
         };
+        let first_id = shared.first_id;
         let checkpointed = shared.checkpoints.as_deref().is_none_or(|dir| {
             rheon_state::checkpoint::list_completed(dir)
-                .is_ok_and(|completed| !completed.is_empty())
+                .is_ok_and(|completed| completed.iter().any(|&(id, _)| id >= first_id))
         });
         if checkpointed {
             shared.pending.remove(i);
@@ -203,6 +228,11 @@ impl FailureInjector {
             drop(shared); // panic without poisoning the lock
             panic!("injected failure at record {record}");
         }
+        // Due but waiting for a checkpoint: a record per millisecond from
+        // here, so that however loaded the host, the job cannot reach its
+        // end before the checkpoints do.
+        drop(shared);
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
@@ -215,13 +245,40 @@ impl Clone for FailureInjector {
     }
 }
 
+/// Failures for [`fail_at_records`]: task panics at these record numbers,
+/// each once the job completed `after_own` checkpoints of its own.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Failures<'a> {
+    pub at: &'a [u64],
+    pub after_own: u64,
+}
+
+impl<'a> Failures<'a> {
+    pub const NONE: Failures<'static> = Failures {
+        at: &[],
+        after_own: 0,
+    };
+
+    pub fn at(at: &'a [u64]) -> Self {
+        Failures { at, after_own: 0 }
+    }
+
+    /// See [`FailureInjector::after_own`].
+    pub fn after_own(self, checkpoints: u64) -> Self {
+        Failures {
+            after_own: checkpoints,
+            ..self
+        }
+    }
+}
+
 /// A map for a job's records that injects `failures` as [`FailureInjector`]
 /// does.
 pub fn fail_at_records(
-    failures: &[u64],
+    failures: Failures,
     checkpoints: Option<&Path>,
 ) -> impl Fn(u64) -> u64 + Clone + Send + Sync + 'static {
-    let injector = FailureInjector::new(failures, checkpoints);
+    let injector = FailureInjector::new(failures.at, checkpoints).after_own(failures.after_own);
     move |k: u64| {
         injector.check(k);
         k

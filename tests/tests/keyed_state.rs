@@ -17,7 +17,7 @@ use rheon::{
     KeyedContext, KeyedProcessFunction, KeyedStates, ListState, MapState, ReducingState,
     RestartStrategy, StreamEnv, TimeDomain, ValueState, ValueStateRef, WatermarkStrategy,
 };
-use rheon_tests::TempDir;
+use rheon_tests::{Failures, TempDir};
 
 const KEYS: u64 = 500;
 /// A key's list is folded into one element (its sum) when it reaches this.
@@ -200,15 +200,14 @@ fn events() -> u64 {
 }
 
 /// The job: `events()` records into `AllStates`, keyed by `k % KEYS`, into
-/// the exactly-once file sink. Each of `failures` is a task panic at the
-/// first record from that one on, once `checkpoints` holds a completed
-/// checkpoint.
+/// the exactly-once file sink, with `failures` injected (see
+/// [`rheon_tests::FailureInjector`]).
 fn build(
     env: &StreamEnv,
     function: AllStates,
     output: &Path,
     checkpoints: Option<&Path>,
-    failures: &[u64],
+    failures: Failures,
 ) {
     let events = match checkpoints {
         Some(_) => env.generate_with_rate(events(), 40_000.0, |k| k),
@@ -239,7 +238,7 @@ fn run(
     incremental: bool,
     restore: bool,
     output: &Path,
-    failures: &[u64],
+    failures: Failures,
     restart: RestartStrategy,
 ) -> Result<rheon::JobOutcome, JobError> {
     let mut c = CheckpointConfig::every(Duration::from_millis(50), checkpoints);
@@ -271,7 +270,7 @@ fn every_kind_of_named_state_matches_the_model() {
                 .with_executors(2)
                 .with_parallelism(parallelism),
         );
-        build(&env, AllStates::new(), output.path(), None, &[]);
+        build(&env, AllStates::new(), output.path(), None, Failures::NONE);
         env.execute("keyed-state").expect("the job succeeds");
         let got = committed(output.path());
         assert_eq!(got.len(), expected().len(), "at parallelism {parallelism}");
@@ -293,7 +292,7 @@ fn named_state_survives_injected_failures_exactly_once() {
             incremental,
             false,
             output.path(),
-            &[at(0.3), at(0.6), at(0.62)],
+            Failures::at(&[at(0.3), at(0.6), at(0.62)]),
             RestartStrategy::FixedDelay {
                 attempts: 10,
                 delay: Duration::from_millis(20),
@@ -318,13 +317,15 @@ fn named_state_restores_at_2_then_3_then_1_with_incremental_checkpoints() {
     let (out, chk) = (output.path(), checkpoints.path());
     let mut deltas = BTreeMap::new();
     for (parallelism, failure, restore) in [(2, at(0.35), false), (3, at(0.7), true)] {
+        // A run's first checkpoint writes bases (the job's first, or one
+        // rescaled): its second is the first that can hold deltas.
         let result = run(
             parallelism,
             chk,
             true,
             restore,
             out,
-            &[failure],
+            Failures::at(&[failure]).after_own(2),
             RestartStrategy::None,
         );
         assert!(
@@ -339,8 +340,16 @@ fn named_state_restores_at_2_then_3_then_1_with_incremental_checkpoints() {
         deltas.values().all(|&d| d > 0),
         "some named state was never incremental: {deltas:?}"
     );
-    run(1, chk, true, true, out, &[], RestartStrategy::None)
-        .expect("the run at parallelism 1 finishes");
+    run(
+        1,
+        chk,
+        true,
+        true,
+        out,
+        Failures::NONE,
+        RestartStrategy::None,
+    )
+    .expect("the run at parallelism 1 finishes");
     assert!(
         committed(out) == *expected(),
         "committed output differs from the model"
@@ -363,7 +372,7 @@ fn job_error(function: AllStates, restore_from: Option<&Path>) -> String {
             )
         }
     };
-    build(&env, function, output.path(), restore_from, &[]);
+    build(&env, function, output.path(), restore_from, Failures::NONE);
     env.execute("misuse")
         .expect_err("the job must fail")
         .to_string()
@@ -411,7 +420,7 @@ fn a_checkpointed_state_the_function_drops_is_an_error() {
         false,
         false,
         output.path(),
-        &[at(0.5)],
+        Failures::at(&[at(0.5)]),
         RestartStrategy::None,
     );
     assert!(result.is_err(), "the first run was to fail");
