@@ -408,7 +408,7 @@ where
     Box::new(move |path: &Path| {
         let meta = SnapshotMeta::new(name, delta_type_tag(type_tag), max_parallelism, range);
         let mut buffer = Vec::new();
-        rheon_state::snapshot::writer::write_encoded_atomically(path, meta, |mut writer| {
+        rheon_state::snapshot::stage_encoded(path, meta, |mut writer| {
             for (index, key_group) in range.iter().enumerate() {
                 let skip = skipped.iter().any(|slice| slice.contains(key_group));
                 let entries = || {
@@ -422,7 +422,7 @@ where
             }
             writer.finish()
         })
-        .map(|_| ())
+        .map(|(staged, _)| staged)
         .map_err(|e| e.to_string())
     })
 }

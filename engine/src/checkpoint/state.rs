@@ -20,13 +20,14 @@ use rheon_net::codec::Codec;
 use rheon_state::checkpoint::{replayed_over, written_by, CheckpointMetadata, OperatorSnapshot};
 use rheon_state::key_group::KeyGroupRange;
 use rheon_state::keyed::{KeyGroupedFork, KeyGroupedMap};
-use rheon_state::snapshot::{plan_restore, SnapshotFile, SnapshotMeta};
+use rheon_state::snapshot::{plan_restore, SnapshotFile, SnapshotMeta, StagedFile};
 use rustc_hash::FxHashMap;
 
 use crate::error::TaskResult;
 
-/// Writes one state file at the given path (atomically), off the task.
-pub(crate) type WriteStateFile = Box<dyn FnOnce(&Path) -> Result<(), String> + Send>;
+/// Writes one state file for the given path, off the task: staged, to be
+/// committed with the subtask's other files (see [`rheon_state::snapshot::commit`]).
+pub(crate) type WriteStateFile = Box<dyn FnOnce(&Path) -> Result<StagedFile, String> + Send>;
 
 /// The keyed state of one operator, forked, and how to write it.
 pub(crate) struct KeyedWrite {
@@ -658,7 +659,7 @@ where
             range,
         );
         let mut buffer = Vec::new();
-        rheon_state::snapshot::writer::write_encoded_atomically(path, meta, |mut writer| {
+        rheon_state::snapshot::stage_encoded(path, meta, |mut writer| {
             for key_group in range {
                 let count = encode_section(&mut buffer, || fork.key_group(key_group));
                 writer.write_key_group_encoded(key_group, count, &buffer)?;
@@ -666,7 +667,7 @@ where
             }
             writer.finish()
         })
-        .map(|_| ())
+        .map(|(staged, _)| staged)
         .map_err(|e| e.to_string())
     })
 }

@@ -34,6 +34,10 @@ pub const ALIGNMENT: usize = 4096;
 /// enough to stay a fixed cost per writer.
 pub const BUFFER_BYTES: usize = 4 << 20;
 
+/// Files no longer than this, written whole by [`DirectFile::finish`], are written
+/// through the page cache instead (see there).
+pub const SMALL_FILE_BYTES: u64 = 256 << 10;
+
 /// A file being written with `O_DIRECT` (or buffered where the file system refuses
 /// it); see the module documentation. Implements [`io::Write`]; call
 /// [`finish`](Self::finish) to write the tail and get the file back.
@@ -74,6 +78,12 @@ impl DirectFile {
     /// bytes written, for the caller to fsync.
     pub fn finish(mut self) -> io::Result<File> {
         let len = self.written + self.buffer.len() as u64;
+        if self.direct && len <= SMALL_FILE_BYTES {
+            // A small file goes through the page cache: a direct write blocks on
+            // the disk, and a checkpoint writes hundreds of small files (one per
+            // slice of each state) whose fsyncs can then share the disk's writes.
+            self.set_direct(false)?;
+        }
         if self.direct {
             let padded = self.buffer.len().next_multiple_of(ALIGNMENT);
             self.buffer.resize(padded, 0);
@@ -83,6 +93,26 @@ impl DirectFile {
             self.file.set_len(len)?;
         }
         Ok(self.file)
+    }
+
+    fn set_direct(&mut self, direct: bool) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let fd = self.file.as_raw_fd();
+        // SAFETY: fcntl on a descriptor this struct owns, with plain flags.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let flags = match direct {
+            true => flags | libc::O_DIRECT,
+            false => flags & !libc::O_DIRECT,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.direct = direct;
+        Ok(())
     }
 
     fn write_buffer(&mut self) -> io::Result<()> {

@@ -48,7 +48,9 @@ pub use reader::{
     inspect, plan_restore, restore_into_map, KeyGroupReport, RestorePlan, SnapshotFile,
     SnapshotReport,
 };
-pub use writer::{write_atomically, SnapshotWriter, WriteSummary};
+pub use writer::{
+    commit, stage, stage_encoded, write_atomically, SnapshotWriter, StagedFile, WriteSummary,
+};
 
 /// The rkyv this crate archives with, so callers name the same version's types.
 pub use rkyv;

@@ -274,6 +274,52 @@ fn restore_plan_covers_each_key_group_once() {
 }
 
 #[test]
+fn staged_files_appear_only_when_committed() {
+    let dir = temp_dir();
+    let range = KeyGroupRange::new(0, 15);
+    let input = entries(100);
+    let flat: Vec<(u32, (u64, String))> = input
+        .iter()
+        .map(|(kg, k, v)| (*kg, (*k, v.clone())))
+        .collect();
+    let partition = partition_by_key_group(range, flat);
+    let names = || {
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let sub = dir.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let mut staged = Vec::new();
+    for path in [dir.join("a.snap"), dir.join("b.snap"), sub.join("c.snap")] {
+        let (file, summary) = stage(&path, meta(range), |w| w.write_partition(&partition)).unwrap();
+        assert_eq!(file.len(), summary.size_bytes);
+        assert_eq!(file.path(), path);
+        staged.push(file);
+    }
+    assert_eq!(names(), [".a.snap.tmp", ".b.snap.tmp", "sub"]);
+    commit(staged).unwrap();
+    assert_eq!(names(), ["a.snap", "b.snap", "sub"]);
+    for path in [dir.join("a.snap"), sub.join("c.snap")] {
+        let file = SnapshotFile::open(&path).unwrap();
+        assert_eq!(read_all(&file).unwrap(), expected(range, &input));
+    }
+
+    // Staged files dropped uncommitted (a later file of the same checkpoint
+    // failed) leave nothing behind.
+    let (dropped, _) = stage(&dir.join("d.snap"), meta(range), |w| {
+        w.write_partition(&partition)
+    })
+    .unwrap();
+    assert!(names().contains(&".d.snap.tmp".to_owned()));
+    drop(dropped);
+    assert_eq!(names(), ["a.snap", "b.snap", "sub"]);
+}
+
+#[test]
 fn write_atomically_leaves_only_the_complete_file() {
     let dir = temp_dir();
     let path = dir.join("state-0.snap");
