@@ -39,14 +39,22 @@ fn entries(count: u64) -> Vec<(u32, u64, String)> {
         .collect()
 }
 
-/// Writes the entries of `range` through the flat form (partition, then write).
-fn write_flat(range: KeyGroupRange, input: &[(u32, u64, String)]) -> Vec<u8> {
+/// The entries of `range`, partitioned by key group.
+fn partitioned(
+    range: KeyGroupRange,
+    input: &[(u32, u64, String)],
+) -> KeyGroupPartition<(u64, String)> {
     let flat: Vec<(u32, (u64, String))> = input
         .iter()
         .filter(|(kg, _, _)| range.contains(*kg))
         .map(|(kg, k, v)| (*kg, (*k, v.clone())))
         .collect();
-    let partition = partition_by_key_group(range, flat);
+    partition_by_key_group(range, flat)
+}
+
+/// Writes the entries of `range` through the flat form (partition, then write).
+fn write_flat(range: KeyGroupRange, input: &[(u32, u64, String)]) -> Vec<u8> {
+    let partition = partitioned(range, input);
     let writer = SnapshotWriter::<_, u64, String>::new(Vec::new(), meta(range), "mem").unwrap();
     writer.write_partition(&partition).unwrap().0
 }
@@ -278,11 +286,7 @@ fn staged_files_appear_only_when_committed() {
     let dir = temp_dir();
     let range = KeyGroupRange::new(0, 15);
     let input = entries(100);
-    let flat: Vec<(u32, (u64, String))> = input
-        .iter()
-        .map(|(kg, k, v)| (*kg, (*k, v.clone())))
-        .collect();
-    let partition = partition_by_key_group(range, flat);
+    let partition = partitioned(range, &input);
     let names = || {
         let mut names: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
@@ -325,11 +329,7 @@ fn write_atomically_leaves_only_the_complete_file() {
     let path = dir.join("state-0.snap");
     let range = KeyGroupRange::new(0, 15);
     let input = entries(100);
-    let flat: Vec<(u32, (u64, String))> = input
-        .iter()
-        .map(|(kg, k, v)| (*kg, (*k, v.clone())))
-        .collect();
-    let partition = partition_by_key_group(range, flat);
+    let partition = partitioned(range, &input);
     let summary = write_atomically(&path, meta(range), |w| w.write_partition(&partition)).unwrap();
     let names: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
