@@ -13,6 +13,9 @@
 //! last partial block padded with zeros, then truncates the file to the bytes written.
 //! On a file system that refuses `O_DIRECT` (`EINVAL` at open, as tmpfs did before
 //! Linux 6.6) the same writer falls back to plain buffered writes of the same buffer.
+//! A file of at most [`SMALL_FILE_BYTES`], which `finish` writes in one piece, is
+//! written buffered too: a direct write waits for the disk, and a checkpoint's many
+//! small files are cheaper written to the page cache and fsynced together.
 //!
 //! Invariant: after `finish`, the file holds exactly the bytes given to `write`, in
 //! order; without `finish` it holds a prefix of them padded to a block (a reader
@@ -82,7 +85,7 @@ impl DirectFile {
             // A small file goes through the page cache: a direct write blocks on
             // the disk, and a checkpoint writes hundreds of small files (one per
             // slice of each state) whose fsyncs can then share the disk's writes.
-            self.set_direct(false)?;
+            self.clear_direct()?;
         }
         if self.direct {
             let padded = self.buffer.len().next_multiple_of(ALIGNMENT);
@@ -95,23 +98,17 @@ impl DirectFile {
         Ok(self.file)
     }
 
-    fn set_direct(&mut self, direct: bool) -> io::Result<()> {
+    /// Clears `O_DIRECT`: the rest of the file goes through the page cache.
+    fn clear_direct(&mut self) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         let fd = self.file.as_raw_fd();
         // SAFETY: fcntl on a descriptor this struct owns, with plain flags.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        if flags < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let flags = match direct {
-            true => flags | libc::O_DIRECT,
-            false => flags & !libc::O_DIRECT,
-        };
         // SAFETY: as above.
-        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } < 0 {
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
             return Err(io::Error::last_os_error());
         }
-        self.direct = direct;
+        self.direct = false;
         Ok(())
     }
 
