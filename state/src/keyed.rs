@@ -32,7 +32,7 @@ use crate::key_group::{check_parallelism, KeyGroupRange};
 /// [`fork`](Self::fork) can share it (copy-on-write).
 ///
 /// The caller passes each key's key group (computed once per record by the partitioner
-/// with [`assign_to_key_group`]); the map trusts it and does not rehash the key.
+/// with [`assign_to_key_group`](crate::key_group::assign_to_key_group)); the map trusts it and does not rehash the key.
 ///
 /// Reads never copy. A mutation ([`get_mut`](Self::get_mut), [`insert`](Self::insert),
 /// [`remove`](Self::remove), [`entry`](Self::entry)) of a key group that a live fork (or

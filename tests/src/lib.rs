@@ -247,7 +247,7 @@ impl Clone for FailureInjector {
 
 /// Failures for [`fail_at_records`]: task panics at these record numbers,
 /// each once the job completed `after_own` checkpoints of its own.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Failures<'a> {
     pub at: &'a [u64],
     pub after_own: u64,
