@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use proptest::prelude::*;
 use rheon_state::checkpoint::{
     checkpoint_dir_name, collect_shared, decode_metadata, encode_metadata, inspect_checkpoint,
-    latest_valid, list_completed, next_checkpoint_id, read_metadata, shared_file_checkpoint_id,
-    subsume, verify, write_metadata, ChannelStateEntry, CheckpointError, CheckpointMetadata,
-    KeyedStateFiles, OperatorSnapshot, OtherStatus, METADATA_FILE_NAME,
+    latest_valid, latest_valid_to, list_completed, next_checkpoint_id, read_metadata,
+    shared_file_checkpoint_id, subsume, verify, verify_to, write_metadata, ChannelStateEntry,
+    CheckpointError, CheckpointMetadata, Depth, KeyedStateFiles, OperatorSnapshot, OtherStatus,
+    METADATA_FILE_NAME,
 };
 use rheon_state::key_group::assign_to_key_group;
 use rheon_state::snapshot::{write_atomically, SnapshotFile, SnapshotMeta};
@@ -421,6 +422,49 @@ fn a_flipped_section_names_its_key_group() {
     assert!(text.trim_end().ends_with("1 corrupt section"), "{text}");
     assert_eq!(report.corrupt_sections(), 1);
     assert!(!report.is_ok());
+}
+
+/// The layout check reads no section, so it passes a flipped section byte,
+/// and `latest_valid_to` skips what the caller set aside.
+#[test]
+fn the_layout_check_passes_a_flipped_section_and_set_aside_checkpoints_are_skipped() {
+    let root = TempRoot::new("layout-set-aside");
+    let (older, _) = write_checkpoint(root.path(), 1, false);
+    let (newer, _) = write_checkpoint(root.path(), 2, false);
+    let path = newer.join(state_file_name(1));
+    let (_, offset) = first_section(&path);
+    flip_byte(&path, offset + 3);
+    assert!(verify(&newer).is_err());
+    assert!(verify_to(&newer, Depth::Layout).is_ok());
+    let (chosen, _, skipped) = latest_valid_to(root.path(), Depth::Layout, &[]).unwrap();
+    assert_eq!((chosen, skipped.len()), (newer.clone(), 0));
+
+    let set_aside = [(
+        newer.clone(),
+        "its restore found key group 3 corrupt".to_owned(),
+    )];
+    let (chosen, _, skipped) = latest_valid_to(root.path(), Depth::Layout, &set_aside).unwrap();
+    assert_eq!(chosen, older);
+    assert_eq!(skipped.len(), 1);
+    let (dir, error) = &skipped[0];
+    assert_eq!(dir, &newer);
+    assert!(
+        matches!(error, CheckpointError::SetAside { .. }),
+        "{error:?}"
+    );
+    assert!(error.is_corruption());
+    assert_eq!(error.path(), Some(newer.as_path()));
+    assert!(error.to_string().contains("key group 3 corrupt"), "{error}");
+    // Given alone, a set-aside checkpoint is that error.
+    let alone = latest_valid_to(&newer, Depth::Layout, &set_aside).unwrap_err();
+    assert!(
+        matches!(alone, CheckpointError::SetAside { .. }),
+        "{alone:?}"
+    );
+    // Nothing left: the error lists it.
+    let both = [set_aside[0].clone(), (older.clone(), "also".to_owned())];
+    let none = latest_valid_to(root.path(), Depth::Full, &both).unwrap_err();
+    assert!(none.is_corruption(), "{none:?}");
 }
 
 #[test]

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use rheon::jobs::windowed_sums::{build, committed_lines};
 use rheon::{CheckpointConfig, EngineConfig, JobOutcome, RestartStrategy, StreamEnv};
+use rheon_state::checkpoint::Depth;
 use rheon_tests::{rheon_binary, FailureInjector, TempDir};
 
 /// Events per run: small in CI, larger with `RHEON_CHECKPOINT_TEST_EVENTS`.
@@ -234,6 +235,34 @@ fn a_corrupt_truncated_or_missing_state_file_falls_back_to_an_older_checkpoint()
                 .contains(&*file.file_name().unwrap().to_string_lossy()),
             "{how:?}: the error names the file: {error}"
         );
+        // A flipped byte inside a section passes the check before a restore
+        // (headers, indexes, footers): the restoring task finds it, and the
+        // job master sets the checkpoint aside and restores the older one.
+        let layout = rheon_state::checkpoint::verify_to(&newest, Depth::Layout);
+        assert_eq!(
+            layout.is_ok(),
+            matches!(how, Damage::Corrupt),
+            "{how:?}: only the corrupt section passes the layout check: {layout:?}"
+        );
+        if let Damage::Corrupt = how {
+            // Restored alone, with nothing older to fall back to: the job
+            // fails, naming the file and key group, and commits nothing.
+            let before = committed_lines(&output).unwrap();
+            let error = run(&Run {
+                parallelism: 2,
+                failures: &[],
+                restart: RestartStrategy::None,
+                checkpoints: &copy.path().join("alone"),
+                restore: Some(&newest),
+                output: &output,
+            })
+            .expect_err("a corrupt checkpoint restored alone fails the job");
+            let message = error.to_string();
+            for part in [&*file.file_name().unwrap().to_string_lossy(), "key group"] {
+                assert!(message.contains(part), "{part:?} is not in: {message}");
+            }
+            assert_eq!(committed_lines(&output).unwrap(), before);
+        }
         let (chosen, _, skipped) = rheon_state::checkpoint::latest_valid(&checkpoints).unwrap();
         assert_eq!(
             chosen.file_name(),

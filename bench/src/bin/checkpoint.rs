@@ -28,10 +28,11 @@
 //!    restores it `--runs` times at parallelism 2 (same) and 1
 //!    (rescaled 2 -> 1). The figure is what the engine reports: the
 //!    checkpoint's verification before any task is deployed
-//!    (`JobOutcome::restore_verification`: every file opened, every checksum
-//!    checked) plus the longest subtask restore (`VertexMetrics::
-//!    restore_durations`: from the subtask's deploy until its state is
-//!    restored, before its first record), as the median of the runs and,
+//!    (`JobOutcome::restore_verification`: every file opened, its header,
+//!    index and footer checked) plus the longest subtask restore
+//!    (`VertexMetrics::restore_durations`: from the subtask's deploy until
+//!    its state is restored, every section it read checksummed, before its
+//!    first record), as the median of the runs and,
 //!    separately, the first run (which a restore after a crash resembles:
 //!    files read from disk, and for the process's first restore, memory the
 //!    process never touched). Each restored run also checks its sums: it

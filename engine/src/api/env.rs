@@ -2,7 +2,7 @@
 //! `DataStream`s it hands out, every operator; `execute` turns the recording
 //! into a job graph and runs it on an embedded cluster.
 
-use rheon_state::checkpoint::latest_valid;
+use rheon_state::checkpoint::{latest_valid_to, Depth};
 
 use crate::checkpoint::finished;
 use crate::checkpoint::state::RestoreSnapshot;
@@ -168,8 +168,11 @@ impl StreamEnv {
         let restore = match &config.checkpoint.restore_from {
             None => None,
             Some(path) => {
-                let (directory, metadata, skipped) =
-                    latest_valid(path).map_err(|e| JobError::Restore {
+                // The sections' checksums are checked by the tasks as they
+                // read them (once, not twice); the job master falls back
+                // to an older checkpoint if one fails.
+                let (directory, metadata, skipped) = latest_valid_to(path, Depth::Layout, &[])
+                    .map_err(|e| JobError::Restore {
                         job: name.to_string(),
                         message: e.to_string(),
                     })?;
@@ -183,7 +186,7 @@ impl StreamEnv {
                 Some(Arc::new(RestoreSnapshot {
                     directory,
                     metadata,
-                    checksums_verified: true,
+                    checksums_verified: false,
                 }))
             }
         };

@@ -67,10 +67,17 @@ pub(crate) struct JobMaster {
     /// When the restart may deploy (after the strategy's delay).
     ready_at: Option<Instant>,
     checkpoints: Option<CheckpointCoordinator>,
-    /// What the first attempt restores (`--restore`).
-    initial_restore: SharedRestore,
     /// What the current attempt restored from.
     restored: SharedRestore,
+    /// Checkpoints whose restore failed and whose files then failed
+    /// [`verify`](rheon_state::checkpoint::verify), with why: never restored
+    /// again.
+    set_aside: Vec<(PathBuf, String)>,
+    /// Checkpoints whose every checksum held when an attempt that restored
+    /// them failed: a later restore need not check them again.
+    verified: Vec<PathBuf>,
+    /// Why no checkpoint was left to restore, once that ended the job.
+    restore_failure: Option<String>,
 }
 
 impl JobMaster {
@@ -96,8 +103,10 @@ impl JobMaster {
             attempt: 0,
             ready_at: None,
             checkpoints,
-            initial_restore: restore.clone(),
             restored: restore,
+            set_aside: Vec::new(),
+            verified: Vec::new(),
+            restore_failure: None,
         }
     }
 
@@ -200,6 +209,17 @@ impl JobMaster {
         if let Some(c) = &mut self.checkpoints {
             c.abort_all("the job is failing over");
         }
+        if let Some(reason) = self.damaged_restore(&error) {
+            // Not a failure of the job: its checkpoint is bad. The next
+            // attempt restores an older one, whatever the restart strategy.
+            eprintln!(
+                "rheon: job '{}' sets aside the checkpoint it restored, and restores an older one: {reason}",
+                self.graph.name
+            );
+            self.phase = Phase::Restarting;
+            self.ready_at = Some(Instant::now());
+            return self.cancel_running();
+        }
         let restart = match error.suppresses_restarts() {
             true => None,
             false => self.restart.on_failure(Instant::now()),
@@ -259,11 +279,44 @@ impl JobMaster {
         }
     }
 
-    /// Deploys the next attempt from the latest valid checkpoint.
+    /// A failed checkpoint or restore in an attempt that restored a
+    /// checkpoint whose checksums were not checked before: checks them all
+    /// now (on the failure path only, once per checkpoint). If one fails, the
+    /// checkpoint is set aside and the reason returned.
+    fn damaged_restore(&mut self, error: &TaskError) -> Option<String> {
+        let restored = self.restored.as_ref()?;
+        let directory = &restored.directory;
+        if restored.checksums_verified
+            || !matches!(error, TaskError::Checkpoint { .. })
+            || self.verified.contains(directory)
+        {
+            return None;
+        }
+        match rheon_state::checkpoint::verify(directory) {
+            Ok(_) => {
+                self.verified.push(directory.clone());
+                None
+            }
+            Err(damage) => {
+                let reason = damage.to_string();
+                self.set_aside.push((directory.clone(), reason.clone()));
+                Some(reason)
+            }
+        }
+    }
+
+    /// Deploys the next attempt from the latest valid checkpoint; ends the
+    /// job if it should restore one and none is left.
     fn restart_now(&mut self) -> Vec<Command> {
         self.ready_at = None;
         self.attempt += 1;
-        self.restored = self.latest_restore();
+        self.restored = match self.latest_restore() {
+            Ok(restore) => restore,
+            Err(why) => {
+                self.restore_failure = Some(why);
+                return self.finish();
+            }
+        };
         match &self.restored {
             Some(r) => eprintln!(
                 "rheon: job '{}' restores checkpoint {} from {}",
@@ -279,30 +332,39 @@ impl JobMaster {
         self.deploy()
     }
 
-    /// The newest checkpoint on disk whose files all verify, falling back to
-    /// older retained ones; else the job's initial restore.
-    fn latest_restore(&self) -> SharedRestore {
-        let Some(c) = &self.checkpoints else {
-            return self.initial_restore.clone();
+    /// The newest of the job's own checkpoints whose files hold, falling
+    /// back to older retained ones; without one, the newest under
+    /// `restore_from` (`--restore`), else none (from the beginning). Checks
+    /// files as far as [`Depth::Layout`](rheon_state::checkpoint::Depth) (the
+    /// tasks check the checksums of what they read) and skips the
+    /// checkpoints set aside. An error if the job was to restore from
+    /// `restore_from` and nothing there is left.
+    fn latest_restore(&self) -> Result<SharedRestore, String> {
+        let pick = |path: &std::path::Path| {
+            let (directory, metadata, skipped) = rheon_state::checkpoint::latest_valid_to(
+                path,
+                rheon_state::checkpoint::Depth::Layout,
+                &self.set_aside,
+            )?;
+            for (path, why) in skipped {
+                eprintln!("rheon: skipping checkpoint {}: {why}", path.display());
+            }
+            let checksums_verified = self.verified.contains(&directory);
+            Ok::<_, rheon_state::checkpoint::CheckpointError>(Some(Arc::new(RestoreSnapshot {
+                directory,
+                metadata,
+                checksums_verified,
+            })))
         };
-        if c.latest.is_none() {
-            return self.initial_restore.clone();
+        if let Some(c) = self.checkpoints.as_ref().filter(|c| c.latest.is_some()) {
+            match pick(c.root()) {
+                Ok(restore) => return Ok(restore),
+                Err(e) => eprintln!("rheon: no valid checkpoint of the job's own to restore: {e}"),
+            }
         }
-        match rheon_state::checkpoint::latest_valid(c.root()) {
-            Ok((directory, metadata, skipped)) => {
-                for (path, why) in skipped {
-                    eprintln!("rheon: skipping checkpoint {}: {why}", path.display());
-                }
-                Some(Arc::new(RestoreSnapshot {
-                    directory,
-                    metadata,
-                    checksums_verified: true,
-                }))
-            }
-            Err(e) => {
-                eprintln!("rheon: no valid checkpoint to restore: {e}");
-                self.initial_restore.clone()
-            }
+        match &self.graph.checkpoint.restore_from {
+            None => Ok(None),
+            Some(path) => pick(path).map_err(|e| e.to_string()),
         }
     }
 
@@ -466,23 +528,30 @@ impl JobMaster {
             .into_iter()
             .map(|e| Command::ToExecutor(e, ExecutorMsg::FreeSlots { job: self.job }))
             .collect();
-        let outcome = match self.failure.take() {
-            Some(task) => Err(JobError::TaskFailed {
+        let failure = self.failure.take();
+        let outcome = match self.restore_failure.take() {
+            Some(message) => Err(JobError::Restore {
                 job: self.graph.name.clone(),
-                task,
+                message,
             }),
-            None => self.commit_final().map(|()| JobOutcome {
-                restore_verification: None,
-                already_finished: false,
-                elapsed: self.started.elapsed(),
-                vertices: self.vertex_metrics(),
-                checkpoints: self
-                    .checkpoints
-                    .as_ref()
-                    .map(|c| c.completed.clone())
-                    .unwrap_or_default(),
-                restarts: self.restart.restarts(),
-            }),
+            None => match failure {
+                Some(task) => Err(JobError::TaskFailed {
+                    job: self.graph.name.clone(),
+                    task,
+                }),
+                None => self.commit_final().map(|()| JobOutcome {
+                    restore_verification: None,
+                    already_finished: false,
+                    elapsed: self.started.elapsed(),
+                    vertices: self.vertex_metrics(),
+                    checkpoints: self
+                        .checkpoints
+                        .as_ref()
+                        .map(|c| c.completed.clone())
+                        .unwrap_or_default(),
+                    restarts: self.restart.restarts(),
+                }),
+            },
         };
         commands.push(Command::Finished(outcome));
         commands

@@ -181,8 +181,10 @@ pub struct JobOutcome {
     pub checkpoints: Vec<CheckpointStats>,
     /// Times the job restarted after a failure.
     pub restarts: u32,
-    /// With `restore_from`: how long choosing and verifying the checkpoint took
-    /// before any task was deployed (every file opened, every checksum checked).
+    /// With `restore_from`: how long choosing and checking the checkpoint took
+    /// before any task was deployed (every file opened, its header, index and
+    /// footer checked; the sections' checksums are checked by the restoring
+    /// tasks as they read them).
     pub restore_verification: Option<Duration>,
     /// The restore found the job finished (`_finished` in the checkpoint
     /// root): it replayed the job's final commits and ran nothing.

@@ -100,6 +100,17 @@ pub enum CheckpointError {
         /// rkyv's message, or the size.
         reason: String,
     },
+    /// A checkpoint the caller set aside (see [`latest_valid_to`]): the engine sets
+    /// aside one whose restore found bad bytes that the check before it did not read.
+    ///
+    /// [`latest_valid_to`]: super::verify::latest_valid_to
+    #[error("checkpoint {} was set aside: {reason}", path.display())]
+    SetAside {
+        /// The checkpoint directory.
+        path: PathBuf,
+        /// Why, naming the file and key group where known.
+        reason: String,
+    },
     /// No completed checkpoint under a root verifies.
     #[error(
         "no valid checkpoint in {}: {}",
@@ -123,7 +134,10 @@ impl CheckpointError {
     /// least one checkpoint and every one it tried is corrupt.
     pub fn is_corruption(&self) -> bool {
         match self {
-            Self::Truncated { .. } | Self::Corrupt { .. } | Self::MissingStateFile { .. } => true,
+            Self::Truncated { .. }
+            | Self::Corrupt { .. }
+            | Self::MissingStateFile { .. }
+            | Self::SetAside { .. } => true,
             Self::StateFile { error, .. } => !error.is_io(),
             Self::NoValidCheckpoint { tried, .. } => {
                 !tried.is_empty() && tried.iter().all(|(_, error)| error.is_corruption())
@@ -150,7 +164,8 @@ impl CheckpointError {
             | Self::Corrupt { path, .. }
             | Self::VersionMismatch { path, .. }
             | Self::MissingStateFile { path, .. }
-            | Self::Serialize { path, .. } => Some(path),
+            | Self::Serialize { path, .. }
+            | Self::SetAside { path, .. } => Some(path),
             Self::StateFile { error, .. } => error.path(),
             Self::NoValidCheckpoint { root, .. } => Some(root),
         }

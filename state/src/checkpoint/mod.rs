@@ -41,4 +41,6 @@ pub use metadata::{
     write_metadata, ChannelStateEntry, CheckpointMetadata, KeyedStateFiles, OperatorSnapshot,
     METADATA_FILE_NAME, SHARED_DIR_NAME,
 };
-pub use verify::{latest_valid, replayed_over, verify, written_by};
+pub use verify::{
+    latest_valid, latest_valid_to, replayed_over, verify, verify_to, written_by, Depth,
+};

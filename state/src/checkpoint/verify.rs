@@ -43,6 +43,19 @@ pub(crate) fn classify(path: &Path) -> Target {
     }
 }
 
+/// How much of a checkpoint [`verify_to`] and [`latest_valid_to`] check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Depth {
+    /// The metadata, every state file's header, index and footer, and that each keyed
+    /// state's files fit together: everything but the sections' checksums. Reads a few
+    /// KiB per file. A restore from a checkpoint checked this deep must check the
+    /// checksum of each section it reads (the engine does, and falls back to an older
+    /// checkpoint when one fails).
+    Layout,
+    /// Also every key group's checksum (and archive): reads every section once.
+    Full,
+}
+
 /// Reads the metadata of `checkpoint_dir`, opens every state file it names with
 /// [`SnapshotFile::open`] and checks every key group's CRC-32, and checks that the files
 /// of each keyed state have the metadata's max parallelism and the state's name, agree on
@@ -53,8 +66,16 @@ pub(crate) fn classify(path: &Path) -> Target {
 ///
 /// The files are opened and matched one by one; their key groups' checksums are then
 /// checked on every core (a restore waits for this), and the problem reported is the
-/// first in file order.
+/// first in file order. [`verify_to`] with [`Depth::Layout`] leaves the checksums out.
 pub fn verify(checkpoint_dir: &Path) -> Result<CheckpointMetadata, CheckpointError> {
+    verify_to(checkpoint_dir, Depth::Full)
+}
+
+/// [`verify`], as deep as `depth`.
+pub fn verify_to(
+    checkpoint_dir: &Path,
+    depth: Depth,
+) -> Result<CheckpointMetadata, CheckpointError> {
     let metadata = read_metadata(checkpoint_dir)?;
     check_dir_name(checkpoint_dir, &metadata)?;
     let mut files = Vec::new();
@@ -63,7 +84,9 @@ pub fn verify(checkpoint_dir: &Path) -> Result<CheckpointMetadata, CheckpointErr
             open_keyed_state(checkpoint_dir, &metadata, operator, state, &mut files)?;
         }
     }
-    check_sections(&files)?;
+    if depth == Depth::Full {
+        check_sections(&files)?;
+    }
     Ok(metadata)
 }
 
@@ -319,16 +342,36 @@ fn open_and_check(
 pub fn latest_valid(
     root_or_checkpoint_dir: &Path,
 ) -> Result<(PathBuf, CheckpointMetadata, Vec<(PathBuf, CheckpointError)>), CheckpointError> {
+    latest_valid_to(root_or_checkpoint_dir, Depth::Full, &[])
+}
+
+/// [`latest_valid`], verifying each candidate as deep as `depth`, and skipping the
+/// checkpoint directories in `set_aside` (each with why, reported as
+/// [`CheckpointError::SetAside`]) as if they had failed. A single checkpoint directory
+/// that is set aside fails with that error.
+#[allow(clippy::type_complexity)]
+pub fn latest_valid_to(
+    root_or_checkpoint_dir: &Path,
+    depth: Depth,
+    set_aside: &[(PathBuf, String)],
+) -> Result<(PathBuf, CheckpointMetadata, Vec<(PathBuf, CheckpointError)>), CheckpointError> {
+    let check = |dir: &Path| match set_aside.iter().find(|(aside, _)| aside == dir) {
+        Some((path, reason)) => Err(CheckpointError::SetAside {
+            path: path.clone(),
+            reason: reason.clone(),
+        }),
+        None => verify_to(dir, depth),
+    };
     let root = match classify(root_or_checkpoint_dir) {
         Target::Checkpoint(dir) => {
-            let metadata = verify(&dir)?;
+            let metadata = check(&dir)?;
             return Ok((dir, metadata, Vec::new()));
         }
         Target::Root(root) => root,
     };
     let mut skipped = Vec::new();
     for (_, dir) in list_completed(&root)? {
-        match verify(&dir) {
+        match check(&dir) {
             Ok(metadata) => return Ok((dir, metadata, skipped)),
             Err(error) => skipped.push((dir, error)),
         }
