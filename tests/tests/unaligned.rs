@@ -90,10 +90,17 @@ fn in_flight_buffers(metadata: &CheckpointMetadata, operator: &str) -> usize {
 
 /// Task panics to inject: each at the first record from its number on that
 /// a generator makes once the newest completed checkpoint under
-/// `checkpoints` holds in-flight data of every operator in `needs`.
+/// `checkpoints` holds in-flight data of every operator in `needs` and is
+/// newer than every checkpoint there when the `Failures` were made (a run
+/// restored from an older one fails only after a checkpoint of its own).
+/// (A due failure does not slow the generator while it waits, as the
+/// harness's `FailureInjector` does: in-flight data needs the backpressure
+/// of a fast generator.)
 struct Failures {
     checkpoints: PathBuf,
     needs: Vec<&'static str>,
+    /// The newest completed checkpoint at creation (0 for none).
+    after: u64,
     state: Mutex<FailureState>,
 }
 
@@ -108,9 +115,14 @@ struct FailureState {
 
 impl Failures {
     fn new(checkpoints: &Path, needs: &[&'static str], at: &[u64]) -> Arc<Failures> {
+        let after = list_completed(checkpoints)
+            .ok()
+            .and_then(|completed| completed.first().map(|&(id, _)| id))
+            .unwrap_or(0);
         Arc::new(Failures {
             checkpoints: checkpoints.to_path_buf(),
             needs: needs.to_vec(),
+            after,
             state: Mutex::new(FailureState {
                 pending: at.to_vec(),
                 ..FailureState::default()
@@ -125,18 +137,19 @@ impl Failures {
         };
         // Reading the checkpoint directory on every record would be the
         // slowest operator of the job.
-        if state
+        let throttled = state
             .last_check
-            .is_some_and(|t| t.elapsed() < Duration::from_millis(2))
-        {
-            return;
-        }
-        state.last_check = Some(Instant::now());
-        if let Some((id, _)) = newest_with_in_flight(&self.checkpoints, &self.needs) {
-            state.pending.remove(i);
-            state.checkpoints.push(id);
-            drop(state); // panic without poisoning the lock
-            panic!("injected failure at record {record}, after checkpoint {id}");
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(2));
+        if !throttled {
+            state.last_check = Some(Instant::now());
+            let newest = newest_with_in_flight(&self.checkpoints, &self.needs)
+                .filter(|&(id, _)| id > self.after);
+            if let Some((id, _)) = newest {
+                state.pending.remove(i);
+                state.checkpoints.push(id);
+                drop(state); // panic without poisoning the lock
+                panic!("injected failure at record {record}, after checkpoint {id}");
+            }
         }
     }
 
