@@ -15,6 +15,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use rheon_state::checkpoint::CheckpointError;
+
 use crate::checkpoint::coordinator::{CheckpointAction, CheckpointCoordinator, Request};
 use crate::checkpoint::restart::RestartTracker;
 use crate::checkpoint::state::{RestoreSnapshot, SharedRestore};
@@ -346,11 +348,15 @@ impl JobMaster {
                 rheon_state::checkpoint::Depth::Layout,
                 &self.set_aside,
             )?;
-            for (path, why) in skipped {
+            // Those set aside were reported when they were.
+            let new = skipped
+                .iter()
+                .filter(|(_, why)| !matches!(why, CheckpointError::SetAside { .. }));
+            for (path, why) in new {
                 eprintln!("rheon: skipping checkpoint {}: {why}", path.display());
             }
             let checksums_verified = self.verified.contains(&directory);
-            Ok::<_, rheon_state::checkpoint::CheckpointError>(Some(Arc::new(RestoreSnapshot {
+            Ok::<_, CheckpointError>(Some(Arc::new(RestoreSnapshot {
                 directory,
                 metadata,
                 checksums_verified,
