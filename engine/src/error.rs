@@ -56,10 +56,17 @@ pub enum TaskError {
         location: TaskLocation,
         message: String,
     },
-    /// The task was cancelled because another task failed or the job was cancelled.
-    /// Taking, writing or restoring a checkpoint failed.
+    /// Taking or writing a checkpoint failed.
     #[error("{location} failed a checkpoint: {message}")]
     Checkpoint {
+        location: TaskLocation,
+        message: String,
+    },
+    /// Restoring the subtask's state from a checkpoint failed (a file or
+    /// key group that does not read back, in-flight data that cannot be
+    /// replayed here).
+    #[error("{location} failed to restore a checkpoint: {message}")]
+    Restore {
         location: TaskLocation,
         message: String,
     },
@@ -71,6 +78,7 @@ pub enum TaskError {
         location: TaskLocation,
         message: String,
     },
+    /// The task was cancelled because another task failed or the job was cancelled.
     #[error("{location} was cancelled")]
     Cancelled { location: TaskLocation },
 }
@@ -82,6 +90,17 @@ impl TaskError {
             location: location.clone(),
             message: message.into(),
         })
+    }
+
+    /// A failure while restoring a checkpoint, as a [`TaskError::Restore`]:
+    /// a [`TaskError::Checkpoint`] becomes one, the rest stay as they are.
+    pub(crate) fn in_restore(self: Box<Self>) -> Box<Self> {
+        match *self {
+            TaskError::Checkpoint { location, message } => {
+                Box::new(TaskError::Restore { location, message })
+            }
+            _ => self,
+        }
     }
 
     /// The operator at `location` cannot take over the restored state.
@@ -115,6 +134,7 @@ impl TaskError {
             | TaskError::Sink { location, .. }
             | TaskError::Network { location, .. }
             | TaskError::Checkpoint { location, .. }
+            | TaskError::Restore { location, .. }
             | TaskError::IncompatibleState { location, .. }
             | TaskError::Cancelled { location } => location,
         }

@@ -158,7 +158,7 @@ fn rescaling_2_to_3_to_1_through_retained_checkpoints() {
 /// How a test damages a state file of the newest checkpoint.
 #[derive(Clone, Copy, Debug)]
 enum Damage {
-    /// One byte in the middle flipped.
+    /// One byte in the middle of a key group's section flipped.
     Corrupt,
     /// Cut to half its length.
     Truncate,
@@ -170,9 +170,17 @@ fn damage(file: &Path, how: Damage) {
     let bytes = std::fs::read(file).unwrap();
     match how {
         Damage::Corrupt => {
+            // The middle byte of the largest key group's section: the file
+            // still opens, only that section's checksum fails.
+            let section = rheon_state::snapshot::SnapshotFile::open(file)
+                .unwrap()
+                .index()
+                .iter()
+                .max_by_key(|entry| entry.size_bytes)
+                .map(|entry| entry.offset + entry.size_bytes / 2)
+                .expect("a key group");
             let mut bytes = bytes;
-            let middle = bytes.len() / 2;
-            bytes[middle] ^= 0xff;
+            bytes[section as usize] ^= 0xff;
             std::fs::write(file, bytes).unwrap();
         }
         Damage::Truncate => std::fs::write(file, &bytes[..bytes.len() / 2]).unwrap(),

@@ -356,7 +356,7 @@ fn restore_error(parallelism: u32, checkpoints: &Path, build: impl Fn(&StreamEnv
     build(&env);
     match env.execute("restored") {
         Err(JobError::TaskFailed { task, .. }) => {
-            assert!(matches!(*task, TaskError::Checkpoint { .. }), "{task:?}");
+            assert!(matches!(*task, TaskError::Restore { .. }), "{task:?}");
             eprintln!("refused: {task}");
             task.to_string()
         }

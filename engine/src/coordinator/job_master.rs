@@ -281,15 +281,15 @@ impl JobMaster {
         }
     }
 
-    /// A failed checkpoint or restore in an attempt that restored a
-    /// checkpoint whose checksums were not checked before: checks them all
-    /// now (on the failure path only, once per checkpoint). If one fails, the
-    /// checkpoint is set aside and the reason returned.
+    /// A failed restore of a checkpoint whose checksums were not checked
+    /// before: checks them all now (on the failure path only, once per
+    /// checkpoint). If one fails, the checkpoint is set aside and the reason
+    /// returned.
     fn damaged_restore(&mut self, error: &TaskError) -> Option<String> {
         let restored = self.restored.as_ref()?;
         let directory = &restored.directory;
         if restored.checksums_verified
-            || !matches!(error, TaskError::Checkpoint { .. })
+            || !matches!(error, TaskError::Restore { .. })
             || self.verified.contains(directory)
         {
             return None;

@@ -353,9 +353,13 @@ pub(crate) async fn run_subtask(setup: TaskSetup, env: Rc<TaskEnv>) -> TaskResul
     let location = location(&job, job.vertices[subtask.vertex].head, subtask.index);
     let mut restore_duration = Duration::ZERO;
     if let Some(restore) = &restore {
-        if let Some(in_flight) = task.restore(restore, &job, &location)? {
+        let in_flight = task
+            .restore(restore, &job, &location)
+            .map_err(TaskError::in_restore)?;
+        if let Some(in_flight) = in_flight {
             task.replay_in_flight(restore, &in_flight, &location)
-                .await?;
+                .await
+                .map_err(TaskError::in_restore)?;
         }
         restore_duration = deployed.elapsed();
     }
