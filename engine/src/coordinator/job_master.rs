@@ -646,18 +646,25 @@ mod tests {
         JobMaster,
         async_channel::Receiver<Result<JobOutcome, JobError>>,
     ) {
-        let env = StreamEnv::new(
-            EngineConfig::default()
-                .with_executors(2)
-                .with_parallelism(2),
-        );
+        master_with(EngineConfig::default(), None)
+    }
+
+    /// [`master`]'s job with `config`, restoring `restore`.
+    fn master_with(
+        config: EngineConfig,
+        restore: SharedRestore,
+    ) -> (
+        JobMaster,
+        async_channel::Receiver<Result<JobOutcome, JobError>>,
+    ) {
+        let env = StreamEnv::new(config.with_executors(2).with_parallelism(2));
         env.generate(10, |i| (i, 1u64))
             .key_by(|r: &(u64, u64)| r.0)
             .sum(|r: &(u64, u64)| r.1)
             .discard();
         let graph = Arc::new(env.job_graph("test").expect("valid graph"));
         let (reply, rx) = mailbox();
-        (JobMaster::new(7, graph, reply, None), rx)
+        (JobMaster::new(7, graph, reply, restore), rx)
     }
 
     fn deployed(commands: &[Command]) -> Vec<(ExecutorId, SubtaskId)> {
@@ -681,6 +688,115 @@ mod tests {
             },
             message: "boom".into(),
         }))
+    }
+
+    /// [`master`], restoring an unverified checkpoint at `directory` (which
+    /// holds nothing) given as `restore_from`, with no restarts.
+    fn restoring(
+        directory: &std::path::Path,
+    ) -> (
+        JobMaster,
+        async_channel::Receiver<Result<JobOutcome, JobError>>,
+    ) {
+        let mut checkpoints = crate::checkpoint::CheckpointConfig::every(
+            Duration::from_secs(3600),
+            directory.parent().expect("a root"),
+        );
+        checkpoints.restore_from = Some(directory.to_path_buf());
+        checkpoints.restart = crate::checkpoint::restart::RestartStrategy::None;
+        let restore = RestoreSnapshot {
+            directory: directory.to_path_buf(),
+            metadata: rheon_state::checkpoint::CheckpointMetadata {
+                checkpoint_id: 3,
+                timestamp_ms: 0,
+                job_name: "test".into(),
+                max_parallelism: 128,
+                savepoint: false,
+                operators: Vec::new(),
+            },
+            checksums_verified: false,
+        };
+        master_with(
+            EngineConfig::default().with_checkpoints(checkpoints),
+            Some(Arc::new(restore)),
+        )
+    }
+
+    fn failed(subtask: SubtaskId, restoring: bool) -> TaskState {
+        let location = TaskLocation {
+            operator: "op".into(),
+            subtask: subtask.index,
+            parallelism: 2,
+        };
+        let message = "key group 5 does not read back".into();
+        TaskState::Failed(Box::new(match restoring {
+            true => TaskError::Restore { location, message },
+            false => TaskError::Checkpoint { location, message },
+        }))
+    }
+
+    /// Ends every subtask but `failed` as cancelled, then runs the clock;
+    /// returns the job's outcome if it ended.
+    fn settle(
+        jm: &mut JobMaster,
+        all: &[(ExecutorId, SubtaskId)],
+        failed: SubtaskId,
+    ) -> Vec<Command> {
+        let mut commands = Vec::new();
+        for &(_, subtask) in all.iter().filter(|(_, s)| *s != failed) {
+            commands.extend(jm.on_task_state(jm.attempt, subtask, TaskState::Canceled));
+        }
+        commands.extend(jm.on_tick(Instant::now()));
+        commands
+    }
+
+    #[test]
+    fn only_a_failed_restore_sets_its_checkpoint_aside() {
+        let missing =
+            std::env::temp_dir().join(format!("rheon-jm-missing-{}/chk-3", std::process::id()));
+        // A checkpoint failure is the job's: no restart strategy, so it fails
+        // with that error, and nothing is set aside.
+        let (mut jm, _rx) = restoring(&missing);
+        jm.on_slot_offer(0, 0);
+        let all = deployed(&jm.on_slot_offer(1, 0));
+        let subtask = all[0].1;
+        jm.on_task_state(0, subtask, failed(subtask, false));
+        let outcome = settle(&mut jm, &all, subtask)
+            .into_iter()
+            .find_map(|c| match c {
+                Command::Finished(outcome) => Some(outcome),
+                _ => None,
+            });
+        assert!(
+            matches!(outcome, Some(Err(JobError::TaskFailed { .. }))),
+            "{outcome:?}"
+        );
+        assert!(jm.set_aside.is_empty());
+
+        // A failed restore of a checkpoint that does not verify (here: it
+        // is gone) sets it aside and restarts whatever the strategy; with
+        // nothing left under `restore_from`, the job fails naming why.
+        let (mut jm, _rx) = restoring(&missing);
+        jm.on_slot_offer(0, 0);
+        let all = deployed(&jm.on_slot_offer(1, 0));
+        let subtask = all[0].1;
+        jm.on_task_state(0, subtask, failed(subtask, true));
+        assert_eq!(jm.set_aside.len(), 1);
+        assert_eq!(jm.set_aside[0].0, missing);
+        assert_eq!(jm.phase, Phase::Restarting);
+        let outcome = settle(&mut jm, &all, subtask)
+            .into_iter()
+            .find_map(|c| match c {
+                Command::Finished(outcome) => Some(outcome),
+                _ => None,
+            });
+        match outcome {
+            Some(Err(JobError::Restore { message, .. })) => {
+                assert!(message.contains("set aside"), "{message}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(jm.restart.restarts(), 0, "the fallback is not a restart");
     }
 
     #[test]
