@@ -198,10 +198,10 @@ impl FailureInjector {
     pub fn after_own(self, checkpoints: u64) -> Self {
         {
             let mut shared = self.shared.lock().unwrap();
-            let newest = (shared.checkpoints.as_deref())
-                .and_then(|dir| rheon_state::checkpoint::list_completed(dir).ok())
-                .and_then(|completed| completed.iter().map(|&(id, _)| id).max())
-                .unwrap_or(0);
+            let newest = shared
+                .checkpoints
+                .as_deref()
+                .map_or(0, newest_checkpoint_id);
             shared.first_id = newest + checkpoints;
         }
         self
@@ -243,6 +243,15 @@ impl Clone for FailureInjector {
             attempt: self.shared.lock().unwrap().fired,
         }
     }
+}
+
+/// The id of the newest completed checkpoint under `root`; 0 for none (or an
+/// unreadable root).
+pub fn newest_checkpoint_id(root: &Path) -> u64 {
+    rheon_state::checkpoint::list_completed(root)
+        .ok()
+        .and_then(|completed| completed.iter().map(|&(id, _)| id).max())
+        .unwrap_or(0)
 }
 
 /// Failures for [`fail_at_records`]: task panics at these record numbers,

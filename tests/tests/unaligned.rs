@@ -27,7 +27,7 @@ use rheon::{
     CheckpointConfig, EngineConfig, JobError, JobOutcome, RestartStrategy, StreamEnv, TaskError,
 };
 use rheon_state::checkpoint::{list_completed, read_metadata, write_metadata, CheckpointMetadata};
-use rheon_tests::TempDir;
+use rheon_tests::{newest_checkpoint_id, TempDir};
 
 /// Distinct keys of the running count.
 const KEYS: u64 = 500;
@@ -115,14 +115,10 @@ struct FailureState {
 
 impl Failures {
     fn new(checkpoints: &Path, needs: &[&'static str], at: &[u64]) -> Arc<Failures> {
-        let after = list_completed(checkpoints)
-            .ok()
-            .and_then(|completed| completed.first().map(|&(id, _)| id))
-            .unwrap_or(0);
         Arc::new(Failures {
             checkpoints: checkpoints.to_path_buf(),
             needs: needs.to_vec(),
-            after,
+            after: newest_checkpoint_id(checkpoints),
             state: Mutex::new(FailureState {
                 pending: at.to_vec(),
                 ..FailureState::default()

@@ -534,30 +534,29 @@ impl JobMaster {
             .into_iter()
             .map(|e| Command::ToExecutor(e, ExecutorMsg::FreeSlots { job: self.job }))
             .collect();
-        let failure = self.failure.take();
-        let outcome = match self.restore_failure.take() {
-            Some(message) => Err(JobError::Restore {
+        let outcome = if let Some(message) = self.restore_failure.take() {
+            Err(JobError::Restore {
                 job: self.graph.name.clone(),
                 message,
-            }),
-            None => match failure {
-                Some(task) => Err(JobError::TaskFailed {
-                    job: self.graph.name.clone(),
-                    task,
-                }),
-                None => self.commit_final().map(|()| JobOutcome {
-                    restore_verification: None,
-                    already_finished: false,
-                    elapsed: self.started.elapsed(),
-                    vertices: self.vertex_metrics(),
-                    checkpoints: self
-                        .checkpoints
-                        .as_ref()
-                        .map(|c| c.completed.clone())
-                        .unwrap_or_default(),
-                    restarts: self.restart.restarts(),
-                }),
-            },
+            })
+        } else if let Some(task) = self.failure.take() {
+            Err(JobError::TaskFailed {
+                job: self.graph.name.clone(),
+                task,
+            })
+        } else {
+            self.commit_final().map(|()| JobOutcome {
+                restore_verification: None,
+                already_finished: false,
+                elapsed: self.started.elapsed(),
+                vertices: self.vertex_metrics(),
+                checkpoints: self
+                    .checkpoints
+                    .as_ref()
+                    .map(|c| c.completed.clone())
+                    .unwrap_or_default(),
+                restarts: self.restart.restarts(),
+            })
         };
         commands.push(Command::Finished(outcome));
         commands
@@ -741,13 +740,16 @@ mod tests {
         jm: &mut JobMaster,
         all: &[(ExecutorId, SubtaskId)],
         failed: SubtaskId,
-    ) -> Vec<Command> {
+    ) -> Option<Result<JobOutcome, JobError>> {
         let mut commands = Vec::new();
         for &(_, subtask) in all.iter().filter(|(_, s)| *s != failed) {
             commands.extend(jm.on_task_state(jm.attempt, subtask, TaskState::Canceled));
         }
         commands.extend(jm.on_tick(Instant::now()));
-        commands
+        commands.into_iter().find_map(|c| match c {
+            Command::Finished(outcome) => Some(outcome),
+            _ => None,
+        })
     }
 
     #[test]
@@ -761,12 +763,7 @@ mod tests {
         let all = deployed(&jm.on_slot_offer(1, 0));
         let subtask = all[0].1;
         jm.on_task_state(0, subtask, failed(subtask, false));
-        let outcome = settle(&mut jm, &all, subtask)
-            .into_iter()
-            .find_map(|c| match c {
-                Command::Finished(outcome) => Some(outcome),
-                _ => None,
-            });
+        let outcome = settle(&mut jm, &all, subtask);
         assert!(
             matches!(outcome, Some(Err(JobError::TaskFailed { .. }))),
             "{outcome:?}"
@@ -784,12 +781,7 @@ mod tests {
         assert_eq!(jm.set_aside.len(), 1);
         assert_eq!(jm.set_aside[0].0, missing);
         assert_eq!(jm.phase, Phase::Restarting);
-        let outcome = settle(&mut jm, &all, subtask)
-            .into_iter()
-            .find_map(|c| match c {
-                Command::Finished(outcome) => Some(outcome),
-                _ => None,
-            });
+        let outcome = settle(&mut jm, &all, subtask);
         match outcome {
             Some(Err(JobError::Restore { message, .. })) => {
                 assert!(message.contains("set aside"), "{message}")

@@ -83,8 +83,14 @@ pub fn verify_to(
     let mut files = Vec::new();
     for operator in &metadata.operators {
         for state in &operator.keyed_states {
-            let ctx = (checkpoint_dir, &metadata, &mut opened);
-            open_keyed_state(ctx, operator, state, &mut files)?;
+            open_keyed_state(
+                checkpoint_dir,
+                &metadata,
+                &mut opened,
+                operator,
+                state,
+                &mut files,
+            )?;
         }
     }
     if depth == Depth::Full {
@@ -248,10 +254,13 @@ pub(crate) fn header_mismatch(
     }
 }
 
-/// Opens the files of one keyed state into `opened` and checks that they fit
-/// together; their sections are checked later, all at once.
+/// Opens the files of one keyed state into `opened` (taking those `open_all`
+/// opened ahead) and checks that they fit together; their sections are
+/// checked later, all at once.
 fn open_keyed_state<'m>(
-    (dir, metadata, pre_opened): (&Path, &CheckpointMetadata, &mut PreOpened),
+    dir: &Path,
+    metadata: &CheckpointMetadata,
+    pre_opened: &mut PreOpened,
     operator: &'m OperatorSnapshot,
     state: &'m KeyedStateFiles,
     opened: &mut Vec<Opened<'m>>,
