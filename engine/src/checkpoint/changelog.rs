@@ -411,14 +411,12 @@ where
         rheon_state::snapshot::stage_encoded(path, meta, |mut writer| {
             for (index, key_group) in range.iter().enumerate() {
                 let skip = skipped.iter().any(|slice| slice.contains(key_group));
-                let entries = || {
-                    segments
-                        .iter()
-                        .filter(|_| !skip)
-                        .flat_map(|s| s.groups[index].iter().map(|(k, v)| (k, v)))
-                };
-                let count = encode_section(&mut buffer, entries);
-                writer.write_key_group_encoded(key_group, count, &buffer)?;
+                let entries = segments
+                    .iter()
+                    .filter(|_| !skip)
+                    .flat_map(|s| s.groups[index].iter().map(|(k, v)| (k, v)));
+                let (count, section) = encode_section(&mut buffer, entries);
+                writer.write_key_group_encoded(key_group, count, section)?;
             }
             writer.finish()
         })

@@ -661,8 +661,8 @@ where
         let mut buffer = Vec::new();
         rheon_state::snapshot::stage_encoded(path, meta, |mut writer| {
             for key_group in range {
-                let count = encode_section(&mut buffer, || fork.key_group(key_group));
-                writer.write_key_group_encoded(key_group, count, &buffer)?;
+                let (count, section) = encode_section(&mut buffer, fork.key_group(key_group));
+                writer.write_key_group_encoded(key_group, count, section)?;
                 fork.release(key_group);
             }
             writer.finish()
@@ -672,29 +672,38 @@ where
     })
 }
 
-/// Encodes `entries()` into `buffer` as one key group's section: sized
-/// first, then encoded in place. Returns the number of entries.
-pub(crate) fn encode_section<'a, K, V, I>(buffer: &mut Vec<u8>, entries: impl Fn() -> I) -> u64
+/// Encodes `entries` into `buffer` as one key group's section, in one pass,
+/// and returns the number of entries and the encoded bytes (the front of
+/// `buffer`). The buffer is reused from section to section and only grows:
+/// no pass to size a section first (a second iteration of a key group's
+/// table, about 40 % of the encoding), and no zeroing of bytes that are
+/// overwritten anyway.
+pub(crate) fn encode_section<'a, 'b, K, V>(
+    buffer: &'b mut Vec<u8>,
+    entries: impl Iterator<Item = (&'a K, &'a V)>,
+) -> (u64, &'b [u8])
 where
     K: Codec + 'a,
     V: Codec + 'a,
-    I: Iterator<Item = (&'a K, &'a V)>,
 {
-    let len: usize = entries()
-        .map(|(k, v)| k.encoded_len() + v.encoded_len())
-        .sum();
-    buffer.clear();
-    buffer.resize(len, 0);
     let (mut at, mut count) = (0, 0u64);
-    for (k, v) in entries() {
+    for (k, v) in entries {
         let (nk, nv) = (k.encoded_len(), v.encoded_len());
+        let end = at + nk + nv;
+        if end > buffer.len() {
+            let grown = end.max(2 * buffer.len()).max(SECTION_BUFFER_MIN);
+            buffer.resize(grown, 0);
+        }
         k.encode(&mut buffer[at..at + nk]);
-        v.encode(&mut buffer[at + nk..at + nk + nv]);
-        at += nk + nv;
+        v.encode(&mut buffer[at + nk..end]);
+        at = end;
         count += 1;
     }
-    count
+    (count, &buffer[..at])
 }
+
+/// The first size of a section buffer.
+const SECTION_BUFFER_MIN: usize = 64 << 10;
 
 /// Encodes one operator-state element.
 pub(crate) fn encode_element<T: Codec>(value: &T) -> Vec<u8> {
@@ -747,8 +756,9 @@ mod tests {
         let meta = SnapshotMeta::new("sum", "codec:test", 1, KeyGroupRange::new(0, 0));
         let mut buffer = Vec::new();
         rheon_state::snapshot::writer::write_encoded_atomically(path, meta, |mut writer| {
-            let count = encode_section(&mut buffer, || entries.iter().map(|(k, v)| (k, v)));
-            writer.write_key_group_encoded(0, count, &buffer)?;
+            let entries = entries.iter().map(|(k, v)| (k, v));
+            let (count, section) = encode_section(&mut buffer, entries);
+            writer.write_key_group_encoded(0, count, section)?;
             writer.finish()
         })
         .expect("write the state file");
@@ -870,6 +880,39 @@ mod tests {
                 assert!(error < tolerance, "{n} {name} keys estimated as {estimate}");
             }
         }
+    }
+
+    #[test]
+    fn sections_encode_in_one_pass_into_a_buffer_reused_from_section_to_section() {
+        // Each entry encoded on its own, concatenated: what a section must hold.
+        fn expected(entries: &[(u64, Option<u32>)]) -> Vec<u8> {
+            let mut bytes = Vec::new();
+            for (k, v) in entries {
+                bytes.extend(encode_element(k));
+                bytes.extend(encode_element(v));
+            }
+            bytes
+        }
+        let large: Vec<(u64, Option<u32>)> = (0..20_000u64)
+            .map(|k| (k * 31, (k % 3 != 0).then_some(k as u32)))
+            .collect();
+        let small = vec![(7u64, None), (8, Some(9u32))];
+        let mut buffer = Vec::new();
+        // Large enough to grow the buffer several times, then smaller ones
+        // in the grown buffer, then none.
+        for entries in [&large[..], &small[..], &large[..1], &[]] {
+            let (count, section) = encode_section(&mut buffer, entries.iter().map(|(k, v)| (k, v)));
+            assert_eq!(count, entries.len() as u64);
+            assert_eq!(section, expected(entries), "{} entries", entries.len());
+        }
+        // What a restore reads back from such a section.
+        let (_, section) = encode_section(&mut buffer, small.iter().map(|(k, v)| (k, v)));
+        let mut input = section;
+        for (k, v) in &small {
+            assert_eq!(u64::decode(&mut input).unwrap(), *k);
+            assert_eq!(Option::<u32>::decode(&mut input).unwrap(), *v);
+        }
+        assert!(input.is_empty());
     }
 
     #[test]
