@@ -57,9 +57,24 @@
 //!    this leaves out: the cost of logging changes in the incremental mode,
 //!    which runs in both phases once the first checkpoint enabled it (the
 //!    `changelog` bench measures it).
+//! 4. After a crash (`--crash-cycles N`, instead of 1 and 2): what a restore
+//!    costs when the process died, as a user's restart meets it. Per cycle a
+//!    child process runs the job with checkpoints (the first of `--modes`)
+//!    until every key has state and `--crash-after` more checkpoints have
+//!    completed, and is killed with SIGKILL; then a new child restores the
+//!    newest checkpoint (from the checkpoint root, as `rheon ... --restore
+//!    DIR` does), runs the job to its end and checks its sums. Every other
+//!    cycle restarts at once, the others after `--crash-pause-ms`: on these
+//!    VMs memory the dead process freed goes back to the host within seconds
+//!    (free page reporting), and the restore's tables then cost the host's
+//!    page faults (the `fresh_memory` bench measures that floor). Every
+//!    other pair of cycles restores at parallelism 1 (rescaled 2 -> 1).
+//!    Printed: each cycle, and the median per case.
 
 use std::cell::Cell;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,10 +139,65 @@ struct Args {
     /// ms without and with checkpoints (no restore; see the module doc).
     #[arg(long, value_name = "MS", conflicts_with = "restore_only")]
     paired_phase_ms: Option<u64>,
+    /// Restore after a crash, N times (instead of 1 and 2; see the module
+    /// doc, 4): a child process runs the job, is killed with SIGKILL, and a
+    /// new child restores its newest checkpoint.
+    #[arg(long, value_name = "N", conflicts_with_all = ["restore_only", "paired_phase_ms"])]
+    crash_cycles: Option<usize>,
+    /// With --crash-cycles: checkpoints the killed job completes after every
+    /// key has state, so that its newest checkpoint is a chain of bases and
+    /// deltas at full state.
+    #[arg(long, default_value_t = 6)]
+    crash_after: u64,
+    /// With --crash-cycles: every other cycle waits this long between the
+    /// kill and the restart (the others restart at once).
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    crash_pause_ms: u64,
+    /// What a child process of --crash-cycles does.
+    #[arg(long, value_enum, hide = true)]
+    crash_role: Option<CrashRole>,
+    /// The restoring child's parallelism.
+    #[arg(long, hide = true, default_value_t = PARALLELISM)]
+    crash_parallelism: u32,
 }
 
+/// The two child processes of a crash cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum CrashRole {
+    /// Runs the job with checkpoints until it is killed.
+    Job,
+    /// Restores the newest checkpoint, runs the job to its end, and prints
+    /// the restore's figure on a line starting with [`CRASH_FIGURE`].
+    Restore,
+}
+
+/// The line a restoring child prints for its parent: nanoseconds to
+/// restore, the checkpoint's id and state bytes, and whether the sums held.
+const CRASH_FIGURE: &str = "crash-restore";
+/// The line a job child prints once every key has state.
+const CRASH_FILLED: &str = "crash-job every key has state";
+
 /// Every key's last (largest) emitted sum, written by the restored job.
-type LastSums = Arc<Vec<AtomicU64>>;
+type LastSums = Arc<Box<[AtomicU64]>>;
+
+/// Zeroed sums, allocated but untouched: the kernel maps zero pages on the
+/// first write, so a restore that runs before any sum is written does not
+/// compete with their page faults. (In a `Box`: `Arc<[T]>` would copy them
+/// next to its counts, touching every page.)
+fn zeroed_sums(keys: u64) -> LastSums {
+    let len = keys as usize;
+    let layout = std::alloc::Layout::array::<AtomicU64>(len).expect("the sums fit in memory");
+    assert!(layout.size() > 0, "no keys");
+    // SAFETY: `layout` has a non-zero size.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<AtomicU64>();
+    if ptr.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: `ptr` is a block of `len` `AtomicU64`s from the global
+    // allocator with their array layout, as `Box<[AtomicU64]>` frees it, and
+    // all zero bits is a valid `AtomicU64`.
+    Arc::new(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len)) })
+}
 
 /// Records a job generated so far: each thread counts its own and adds them
 /// to the shared total every `PROGRESS_BATCH`, so that counting costs no
@@ -213,6 +283,18 @@ fn main() -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => checkpoint_root("checkpoint"),
     };
+    match args.crash_role {
+        Some(CrashRole::Job) => return crash_job(&args, &dir),
+        Some(CrashRole::Restore) => return crash_restore(&args, &dir),
+        None => {}
+    }
+    if let Some(cycles) = args.crash_cycles {
+        crash(&args, &dir, cycles)?;
+        if args.keep.is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        return Ok(());
+    }
     if let Some(phase_ms) = args.paired_phase_ms {
         paired(&args, &dir, Duration::from_millis(phase_ms))?;
         if args.keep.is_none() {
@@ -615,7 +697,7 @@ fn restore(args: &Args, model: &[u32], retained: &Retained) -> anyhow::Result<()
     let mut wrong_runs = 0;
     for run in 0..args.runs {
         for (parallelism, restores) in &mut figures {
-            let last: LastSums = Arc::new((0..args.keys).map(|_| AtomicU64::new(0)).collect());
+            let last = zeroed_sums(args.keys);
             let checkpoint = CheckpointConfig {
                 restore_from: Some(dir.to_path_buf()),
                 ..CheckpointConfig::default()
@@ -679,6 +761,211 @@ fn restore(args: &Args, model: &[u32], retained: &Retained) -> anyhow::Result<()
     if wrong_runs > 0 {
         bail!("{wrong_runs} restored runs ended with wrong sums");
     }
+    Ok(())
+}
+
+/// The checkpointed mode of the crash cycles: the first of `--modes` that
+/// checkpoints.
+fn crash_mode(args: &Args) -> Mode {
+    args.modes
+        .iter()
+        .copied()
+        .find(|m| *m != Mode::Plain)
+        .unwrap_or(Mode::Incremental)
+}
+
+/// A child process of this program in `role`, with the parent's job
+/// parameters and checkpoints under `root`.
+fn crash_child(
+    args: &Args,
+    root: &Path,
+    role: CrashRole,
+    parallelism: u32,
+) -> anyhow::Result<Command> {
+    let role = clap::ValueEnum::to_possible_value(&role).context("a crash role's name")?;
+    let mode = format!("{:?}", crash_mode(args)).to_lowercase();
+    let mut command = Command::new(std::env::current_exe().context("this program's path")?);
+    command
+        .args(["--records", &args.records.to_string()])
+        .args(["--keys", &args.keys.to_string()])
+        .args(["--interval-ms", &args.interval_ms.to_string()])
+        .args(["--materialize-ratio", &args.materialize_ratio.to_string()])
+        .args(["--modes", &mode])
+        .arg("--keep")
+        .arg(root)
+        .args(["--crash-role", role.get_name()])
+        .args(["--crash-parallelism", &parallelism.to_string()]);
+    Ok(command)
+}
+
+/// The newest completed checkpoint under `dir`, 0 if none (yet).
+fn newest_completed(dir: &Path) -> u64 {
+    rheon_state::checkpoint::layout::list_completed(dir)
+        .ok()
+        .and_then(|completed| completed.first().map(|(id, _)| *id))
+        .unwrap_or(0)
+}
+
+/// One crash cycle's restore, as its restoring child reported it.
+struct CrashRestore {
+    pause: Duration,
+    parallelism: u32,
+    restore: Duration,
+}
+
+/// Crash cycles (see the module doc, 4): per cycle, a job child killed with
+/// SIGKILL once it has completed `--crash-after` checkpoints at full state,
+/// then (at once, or after `--crash-pause-ms` every other cycle) a restoring
+/// child at parallelism 2 or, every other pair of cycles, 1.
+fn crash(args: &Args, root: &Path, cycles: usize) -> anyhow::Result<()> {
+    let dir = root.join("crash");
+    let mut restores = Vec::new();
+    for cycle in 0..cycles {
+        let pause = match cycle % 2 {
+            0 => Duration::ZERO,
+            _ => Duration::from_millis(args.crash_pause_ms),
+        };
+        let parallelism = if cycle / 2 % 2 == 0 { PARALLELISM } else { 1 };
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut job = crash_child(args, root, CrashRole::Job, PARALLELISM)?
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the job child")?;
+        let stdout = job.stdout.take().context("the job child's stdout")?;
+        let filled = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line == CRASH_FILLED);
+        if !filled {
+            bail!(
+                "the job child ended before every key had state: {}",
+                job.wait()?
+            );
+        }
+        let first = newest_completed(&dir);
+        while newest_completed(&dir) < first + args.crash_after {
+            if let Some(status) = job.try_wait()? {
+                bail!(
+                    "the job child ended ({status}) before it completed {} more checkpoints: give it more --records",
+                    args.crash_after
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        job.kill().context("killing the job child")?;
+        job.wait()?;
+        let killed_after = newest_completed(&dir);
+        std::thread::sleep(pause);
+        let output = crash_child(args, root, CrashRole::Restore, parallelism)?
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running the restoring child")?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        for line in stdout.lines().filter(|l| !l.starts_with(CRASH_FIGURE)) {
+            println!("  {line}");
+        }
+        if !output.status.success() {
+            bail!("the restoring child failed: {}", output.status);
+        }
+        let figure = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(CRASH_FIGURE))
+            .context("the restoring child printed no figure")?;
+        let nanos: u64 = figure
+            .trim()
+            .parse()
+            .context("the restoring child's figure")?;
+        let restore = Duration::from_nanos(nanos);
+        println!(
+            "crash cycle {cycle}: killed after checkpoint {killed_after}; restarted {}; restore at parallelism {parallelism}: {restore:.2?}",
+            if pause.is_zero() { "at once".to_string() } else { format!("after {pause:?}") }
+        );
+        restores.push(CrashRestore {
+            pause,
+            parallelism,
+            restore,
+        });
+    }
+    println!(
+        "restore after a crash ({}: verification plus the longest subtask, in a new process), median per case:",
+        crash_mode(args).name()
+    );
+    for pause in [Duration::ZERO, Duration::from_millis(args.crash_pause_ms)] {
+        for parallelism in [PARALLELISM, 1] {
+            let case: Vec<Duration> = restores
+                .iter()
+                .filter(|r| r.pause == pause && r.parallelism == parallelism)
+                .map(|r| r.restore)
+                .collect();
+            if case.is_empty() {
+                continue;
+            }
+            let m = median_duration(&case);
+            println!(
+                "  restarted {}, at parallelism {parallelism}: {m:.2?} of {:.2?} (target < {RESTORE_TARGET:?}: {})",
+                if pause.is_zero() { "at once".to_string() } else { format!("after {pause:?}") },
+                case,
+                verdict(m < RESTORE_TARGET)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A crash cycle's job child: the checkpointed job, which says on stdout when
+/// every key has state and runs until its parent kills it.
+fn crash_job(args: &Args, root: &Path) -> anyhow::Result<()> {
+    let dir = root.join("crash");
+    let progress = Progress::default();
+    let env = StreamEnv::new(config(PARALLELISM, crash_mode(args).checkpoint(args, &dir)));
+    keyed_sum(&env, args, None, Some(progress.clone()));
+    let handle = env.execute_detached("keyed sum, to be killed")?;
+    while progress.total() < args.keys {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("{CRASH_FILLED}");
+    std::io::stdout().flush()?;
+    handle.wait()?;
+    bail!("the job ended before it was killed: give it more --records")
+}
+
+/// A crash cycle's restoring child: restores the newest checkpoint under
+/// `root/crash` (what `--restore DIR` does), runs the job to its end, checks
+/// its sums and prints the restore's figure for its parent.
+fn crash_restore(args: &Args, root: &Path) -> anyhow::Result<()> {
+    let dir = root.join("crash");
+    let parallelism = args.crash_parallelism;
+    let last = zeroed_sums(args.keys);
+    let checkpoint = CheckpointConfig {
+        restore_from: Some(dir.clone()),
+        ..CheckpointConfig::default()
+    };
+    let env = StreamEnv::new(config(parallelism, checkpoint));
+    keyed_sum(&env, args, Some(last.clone()), None);
+    let outcome = env.execute("keyed sum, restored after a crash")?;
+    let subtasks: Vec<Duration> = outcome
+        .vertices
+        .iter()
+        .flat_map(|v| v.restore_durations.iter().copied())
+        .collect();
+    let longest = *subtasks
+        .iter()
+        .max()
+        .context("the restored job reports no restore")?;
+    let verification = outcome
+        .restore_verification
+        .context("the restored job reports no verification")?;
+    let id = newest_completed(&dir);
+    let bytes = state_bytes_on_disk(&dir.join(checkpoint_dir_name(id, false)))?;
+    let check = check_sums(&last, &model_counts(args), &outcome, args);
+    println!(
+        "restored checkpoint {id} ({:.1} MiB of state files) at parallelism {parallelism}: verification {verification:.2?}, then longest subtask restore {longest:.2?} (every subtask: {subtasks:.2?}); {check}",
+        bytes as f64 / MIB
+    );
+    if !check.ok() {
+        bail!("the job restored after a crash ended with wrong sums");
+    }
+    println!("{CRASH_FIGURE} {}", (verification + longest).as_nanos());
     Ok(())
 }
 
