@@ -697,26 +697,15 @@ fn restore(args: &Args, model: &[u32], retained: &Retained) -> anyhow::Result<()
     let mut wrong_runs = 0;
     for run in 0..args.runs {
         for (parallelism, restores) in &mut figures {
-            let last = zeroed_sums(args.keys);
-            let checkpoint = CheckpointConfig {
-                restore_from: Some(dir.to_path_buf()),
-                ..CheckpointConfig::default()
-            };
-            let env = StreamEnv::new(config(*parallelism, checkpoint));
-            keyed_sum(&env, args, Some(last.clone()), None);
-            let outcome = env.execute("keyed sum, restored")?;
-            let subtasks: Vec<Duration> = outcome
-                .vertices
-                .iter()
-                .flat_map(|v| v.restore_durations.iter().copied())
-                .collect();
-            let Some(&longest) = subtasks.iter().max() else {
-                bail!("the restored job at parallelism {parallelism} reports no restore");
-            };
-            let verification = outcome
-                .restore_verification
-                .context("the restored job reports no verification")?;
-            restores.push(verification + longest);
+            let restored = run_restored(args, *parallelism, dir, "keyed sum, restored")?;
+            restores.push(restored.restore());
+            let RestoredRun {
+                verification,
+                longest,
+                subtasks,
+                outcome,
+                last,
+            } = restored;
             let check = check_sums(&last, model, &outcome, args);
             if !check.ok() {
                 wrong_runs += 1;
@@ -935,38 +924,80 @@ fn crash_job(args: &Args, root: &Path) -> anyhow::Result<()> {
 fn crash_restore(args: &Args, root: &Path) -> anyhow::Result<()> {
     let dir = root.join("crash");
     let parallelism = args.crash_parallelism;
+    let restored = run_restored(args, parallelism, &dir, "keyed sum, restored after a crash")?;
+    let id = newest_completed(&dir);
+    let bytes = state_bytes_on_disk(&dir.join(checkpoint_dir_name(id, false)))?;
+    let check = check_sums(&restored.last, &model_counts(args), &restored.outcome, args);
+    println!(
+        "restored from {}, whose newest checkpoint is {id} ({:.1} MiB of state files), at parallelism {parallelism}: verification {:.2?}, then longest subtask restore {:.2?} (every subtask: {:.2?}); {check}",
+        dir.display(),
+        bytes as f64 / MIB,
+        restored.verification,
+        restored.longest,
+        restored.subtasks
+    );
+    if !check.ok() {
+        bail!("the job restored after a crash ended with wrong sums");
+    }
+    println!("{CRASH_FIGURE} {}", restored.restore().as_nanos());
+    Ok(())
+}
+
+/// A run of the job restored from a checkpoint (or a checkpoint root), to
+/// its end, and what it reports of the restore.
+struct RestoredRun {
+    /// The checkpoint's check before any task was deployed.
+    verification: Duration,
+    /// The longest of `subtasks`.
+    longest: Duration,
+    /// Every subtask's restore, from its deploy until its state is restored.
+    subtasks: Vec<Duration>,
+    outcome: JobOutcome,
+    /// Every key's last emitted sum.
+    last: LastSums,
+}
+
+impl RestoredRun {
+    /// The figure: the check before deploy plus the longest subtask restore.
+    fn restore(&self) -> Duration {
+        self.verification + self.longest
+    }
+}
+
+/// Runs the job restored from `restore_from` at `parallelism`, recording
+/// every key's last sum.
+fn run_restored(
+    args: &Args,
+    parallelism: u32,
+    restore_from: &Path,
+    name: &str,
+) -> anyhow::Result<RestoredRun> {
     let last = zeroed_sums(args.keys);
     let checkpoint = CheckpointConfig {
-        restore_from: Some(dir.clone()),
+        restore_from: Some(restore_from.to_path_buf()),
         ..CheckpointConfig::default()
     };
     let env = StreamEnv::new(config(parallelism, checkpoint));
     keyed_sum(&env, args, Some(last.clone()), None);
-    let outcome = env.execute("keyed sum, restored after a crash")?;
+    let outcome = env.execute(name)?;
     let subtasks: Vec<Duration> = outcome
         .vertices
         .iter()
         .flat_map(|v| v.restore_durations.iter().copied())
         .collect();
-    let longest = *subtasks
-        .iter()
-        .max()
-        .context("the restored job reports no restore")?;
+    let Some(&longest) = subtasks.iter().max() else {
+        bail!("the restored job at parallelism {parallelism} reports no restore");
+    };
     let verification = outcome
         .restore_verification
         .context("the restored job reports no verification")?;
-    let id = newest_completed(&dir);
-    let bytes = state_bytes_on_disk(&dir.join(checkpoint_dir_name(id, false)))?;
-    let check = check_sums(&last, &model_counts(args), &outcome, args);
-    println!(
-        "restored checkpoint {id} ({:.1} MiB of state files) at parallelism {parallelism}: verification {verification:.2?}, then longest subtask restore {longest:.2?} (every subtask: {subtasks:.2?}); {check}",
-        bytes as f64 / MIB
-    );
-    if !check.ok() {
-        bail!("the job restored after a crash ended with wrong sums");
-    }
-    println!("{CRASH_FIGURE} {}", (verification + longest).as_nanos());
-    Ok(())
+    Ok(RestoredRun {
+        verification,
+        longest,
+        subtasks,
+        outcome,
+        last,
+    })
 }
 
 /// Each key's count over the job's records: its final sum.
